@@ -1,0 +1,123 @@
+"""`facenet-convert`: thin command line over the converter. Exit codes: 0 ok, 1 parity outside
+tolerance, 2 bad input (the message names the file and variable)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .errors import ConversionError, ParityError
+
+EXIT_OK, EXIT_PARITY, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _cmd_convert(args) -> int:
+    from .convert import convert
+    from .verify import verify
+
+    t0 = time.perf_counter()
+    result = convert(args.source, args.output, report_path=args.report, step=args.step,
+                     reader=args.reader, progress=not args.quiet)
+    for note in result.source.notes:
+        print(f"note: {note}", file=sys.stderr)
+    m = result.load_report
+    print(f"converted {len(m.mapped)} variables ({len(m.ignored)} ignored, {len(m.synthesized)} tensors "
+          f"synthesized) from {result.report['source']['weights_from']}: embedding {m.embedding_size}, "
+          f"classes {m.num_classes or 'none'}  [{time.perf_counter() - t0:.2f} s]")
+    print(f"wrote {result.output} ({result.size} bytes)")
+    print(f"sha256 {result.sha256}")
+    print(f"report {result.report_path}")
+    if args.verify:
+        return _print_parity(verify(args.source, result.output, step=args.step), None)
+    return EXIT_OK
+
+
+def _print_parity(report, path) -> int:
+    print(report.format_table())
+    if path:
+        report.write(path)
+        print(f"parity report {path}")
+    return EXIT_OK if report.passed else EXIT_PARITY
+
+
+def _cmd_verify(args) -> int:
+    from .verify import verify
+
+    report = verify(args.source, args.weights, batch=args.batch, seed=args.seed, atol=args.atol,
+                    step=args.step)
+    return _print_parity(report, args.report)
+
+
+def _cmd_fixture(args) -> int:
+    from .tf_graphs import write_fixture
+
+    fx = write_fixture(args.out_dir, embedding_size=args.embedding_size,
+                       num_classes=args.num_classes or None, seed=args.seed, name=args.name)
+    print(f"wrote Sandberg-format model directory {fx.directory}")
+    for p in sorted(fx.directory.iterdir()):
+        print(f"  {p.name}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facenet-convert", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="TF model dir / checkpoint / frozen .pb -> .pt or .safetensors")
+    c.add_argument("source", help="model directory, checkpoint prefix, or frozen .pb")
+    c.add_argument("-o", "--output", required=True, help="OUT.pt or OUT.safetensors")
+    c.add_argument("--report", help="conversion report JSON (default: OUTPUT + '.json')")
+    c.add_argument("--step", type=int, help="checkpoint step, when the directory holds several")
+    c.add_argument("--reader", choices=("auto", "pure", "tf"), default="auto",
+                   help="checkpoint reader: pure Python (auto, no TensorFlow needed) or TensorFlow's")
+    c.add_argument("--verify", action="store_true", help="then run both graphs and check parity")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_cmd_convert)
+
+    v = sub.add_parser("verify", help="run the TF graph and the PyTorch weights on one batch")
+    v.add_argument("source", help="model directory, checkpoint prefix, or frozen .pb")
+    v.add_argument("weights", help="converted .pt / .safetensors")
+    v.add_argument("--batch", type=int, default=5)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--atol", type=float, default=1e-5, help="max abs embedding difference allowed")
+    v.add_argument("--step", type=int)
+    v.add_argument("--report", help="write the parity report as JSON")
+    v.set_defaults(func=_cmd_verify)
+
+    f = sub.add_parser("fixture", help="write a Sandberg-format model directory with random weights")
+    f.add_argument("out_dir")
+    f.add_argument("--embedding-size", type=int, default=512)
+    f.add_argument("--num-classes", type=int, default=17, help="Logits classes (0: no Logits)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--name", help="model name (default fixture-<emb>d-seed<seed>)")
+    f.set_defaults(func=_cmd_fixture)
+
+    for register in _plugins():
+        register(sub)
+    return p
+
+
+def _plugins():
+    """Subcommands defined beside their code (MTCNN, reports)."""
+    from . import cli_mtcnn
+
+    return [cli_mtcnn.add_subcommands]
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ParityError as e:
+        print(f"parity: {e}", file=sys.stderr)
+        return EXIT_PARITY
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

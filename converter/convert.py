@@ -1,0 +1,72 @@
+"""Convert a Sandberg Inception-ResNet-V1 source to a PyTorch weights file and its report."""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import ConversionError
+from .loader import LoadReport, arrays_to_state_dict
+from .sources import TFSource, read_variables, resolve_source
+from .writer import SUFFIXES, atomic_write_files, json_bytes, serialize_state_dict, sha256_bytes, \
+    sha256_file
+
+
+@dataclass
+class ConversionResult:
+    source: TFSource
+    output: Path
+    sha256: str
+    size: int
+    load_report: LoadReport
+    report: dict              # the conversion report (also written as JSON)
+    report_path: Path
+
+
+def default_report_path(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def convert(src_path, output, *, report_path=None, step: int | None = None,
+            reader: str = "auto", progress: bool = False) -> ConversionResult:
+    """Read `src_path`, map it, write `output` (.pt/.pth/.safetensors) and a JSON report.
+
+    Nothing is written unless the whole conversion succeeds; both files are written atomically.
+    """
+    output = Path(output)
+    if output.suffix not in SUFFIXES:
+        raise ConversionError(f"{output}: output must end in one of {', '.join(SUFFIXES)}")
+    if output.is_dir():
+        raise ConversionError(f"{output}: is a directory; give a file name")
+    report_path = Path(report_path) if report_path else default_report_path(output)
+    src = resolve_source(src_path, step=step)
+    arrays = read_variables(src, reader=reader)
+    label = str(src.checkpoint_prefix or src.frozen_graph)
+    state_dict, load_report = arrays_to_state_dict(arrays, label, progress=progress)
+    data = serialize_state_dict(state_dict, output.suffix)
+    digest = sha256_bytes(data)
+    report = {
+        "tool": {"name": "facenet-tf2pt", "version": __version__},
+        "libraries": {"torch": torch.__version__, "numpy": np.__version__,
+                      "python": platform.python_version()},
+        "source": {
+            "path": str(src_path),
+            "kind": src.kind,
+            "weights_from": src.weights_kind,
+            "step": src.step,
+            "reader": ("tensorflow" if reader == "tf" else "pure-python bundle reader")
+                      if src.checkpoint_prefix else "tensorflow (frozen graph)",
+            "files": [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size}
+                      for f in src.weight_files()],
+            "notes": src.notes,
+        },
+        "mapping": load_report.summary(),
+        "output": {"file": output.name, "format": output.suffix.lstrip("."), "sha256": digest,
+                   "size": len(data), "tensors": len(state_dict)},
+    }
+    atomic_write_files({output: data, report_path: json_bytes(report)})  # both or neither
+    return ConversionResult(src, output, digest, len(data), load_report, report, report_path)

@@ -1,0 +1,135 @@
+"""Apply the mapping table: TF arrays -> a PyTorch state_dict, with strict accounting.
+
+Every TF variable is crossed off when a row uses it. What is left is either declared ignorable
+(mapping.IGNORED_VARIABLES) or unexpected. Rows whose variable is absent are missing; arrays of
+the wrong shape, dtype or with NaN/Inf are reported with both shapes. Any problem fails the whole
+conversion with one message listing all of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models.inception_resnet_v1 import InceptionResNetV1
+
+from .errors import ConversionError
+from .mapping import (BOTTLENECK_WEIGHTS, LOGITS_WEIGHTS, TF_SHAPE_FOR, TRANSFORMS,
+                      ignored_reason, inception_resnet_v1_table)
+
+_FEATURES = 1792  # Inception-ResNet-V1's pooled feature width
+
+
+@dataclass
+class LoadReport:
+    source: str
+    embedding_size: int | None = None
+    num_classes: int | None = None
+    mapped: list[str] = field(default_factory=list)            # TF names used
+    synthesized: list[str] = field(default_factory=list)       # PyTorch keys with no TF variable
+    ignored: dict[str, str] = field(default_factory=dict)      # TF name -> why
+    missing: list[tuple[str, str]] = field(default_factory=list)        # (TF name, PyTorch key)
+    unexpected: list[tuple[str, tuple]] = field(default_factory=list)   # (TF name, shape)
+    mismatched: list[tuple[str, str, tuple, tuple]] = field(default_factory=list)
+    # (TF name, PyTorch key, TF shape found, TF shape expected)
+    invalid: list[tuple[str, str]] = field(default_factory=list)        # (TF name, problem)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched or self.invalid)
+
+    def problems(self) -> list[str]:
+        lines = [f"missing TF variable {tf} (for {pt})" for tf, pt in self.missing]
+        lines += [f"unexpected TF variable {tf} {list(shape)} (not in the Inception-ResNet-V1 "
+                  f"table nor a declared ignorable variable)" for tf, shape in self.unexpected]
+        lines += [f"shape mismatch: {tf} is {list(got)}, expected {list(want)} (for {pt})"
+                  for tf, pt, got, want in self.mismatched]
+        lines += [f"invalid values: {tf}: {why}" for tf, why in self.invalid]
+        return lines
+
+    def summary(self) -> dict:
+        return {"embedding_size": self.embedding_size, "num_classes": self.num_classes,
+                "mapped_variables": len(self.mapped), "synthesized_tensors": len(self.synthesized),
+                "ignored_variables": dict(sorted(self.ignored.items()))}
+
+
+def infer_sizes(arrays: dict[str, np.ndarray], source: str) -> tuple[int, int | None]:
+    """Embedding size from Bottleneck/weights [1792, emb]; classes from Logits/weights [emb, n]."""
+    w = arrays.get(BOTTLENECK_WEIGHTS)
+    if w is None:
+        raise ConversionError(f"{source}: no {BOTTLENECK_WEIGHTS}: not a Sandberg "
+                              f"Inception-ResNet-V1 checkpoint (found {len(arrays)} variables)")
+    if w.ndim != 2 or w.shape[0] != _FEATURES:
+        raise ConversionError(f"{source}: {BOTTLENECK_WEIGHTS} is {list(w.shape)}, expected "
+                              f"[{_FEATURES}, embedding_size]")
+    logits = arrays.get(LOGITS_WEIGHTS)
+    return int(w.shape[1]), (int(logits.shape[-1]) if logits is not None and logits.ndim == 2 else None)
+
+
+def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, tuple]:
+    """The PyTorch model's state_dict shapes, without allocating its weights."""
+    with torch.device("meta"):
+        model = InceptionResNetV1(embedding_size=embedding_size, num_classes=num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_values(tf_name: str, a: np.ndarray) -> str | None:
+    if a.dtype != np.float32:
+        return f"dtype {a.dtype}, expected float32"
+    if not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        return f"{bad} of {a.size} values are NaN or Inf"
+    return None
+
+
+def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str,
+                         progress: bool = False) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Map Sandberg variables to an InceptionResNetV1 state_dict. Raises ConversionError listing
+    every problem when the accounting does not balance."""
+    embedding_size, num_classes = infer_sizes(arrays, source)
+    report = LoadReport(source, embedding_size, num_classes)
+    shapes = expected_shapes(embedding_size, num_classes)
+    table = inception_resnet_v1_table(with_logits=num_classes is not None)
+    remaining = dict(arrays)
+    state_dict: dict[str, torch.Tensor] = {}
+
+    rows = table
+    if progress:
+        from tqdm import tqdm
+
+        rows = tqdm(table, desc="mapping tensors", unit="tensor", leave=False)
+    for row in rows:
+        shape = shapes[row.pt_key]
+        if row.tf_name is None:
+            state_dict[row.pt_key] = TRANSFORMS[row.transform](None, shape)
+            report.synthesized.append(row.pt_key)
+            continue
+        a = remaining.pop(row.tf_name, None)
+        if a is None:
+            report.missing.append((row.tf_name, row.pt_key))
+            continue
+        want = TF_SHAPE_FOR[row.transform](shape)
+        if tuple(a.shape) != want:
+            report.mismatched.append((row.tf_name, row.pt_key, tuple(a.shape), want))
+            continue
+        problem = _check_values(row.tf_name, a)
+        if problem:
+            report.invalid.append((row.tf_name, problem))
+            continue
+        state_dict[row.pt_key] = TRANSFORMS[row.transform](a, shape)
+        report.mapped.append(row.tf_name)
+
+    for name in sorted(remaining):
+        why = ignored_reason(name)
+        if why is None:
+            report.unexpected.append((name, tuple(np.shape(remaining[name]))))
+        else:
+            report.ignored[name] = why
+
+    if not report.ok:
+        problems = report.problems()
+        shown = "\n  ".join(problems[:40])
+        more = f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else ""
+        raise ConversionError(f"{source}: cannot convert: {len(problems)} problem(s):\n  {shown}{more}")
+    return state_dict, report

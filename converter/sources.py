@@ -1,0 +1,177 @@
+"""Find and read Sandberg's TF artifacts: a model directory, a checkpoint prefix, or a frozen `.pb`.
+
+`resolve_source` says what a path is and which files it stands for; `read_variables` returns
+{TF variable name: ndarray}. Checkpoints are read by the pure-Python tensor-bundle reader (exact,
+and no TensorFlow needed) or by TensorFlow's own reader; frozen graphs need TensorFlow.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConversionError
+
+_CKPT_INDEX = re.compile(r"^(?P<prefix>.+\.ckpt-(?P<step>\d+))\.index$")
+
+
+@dataclass
+class TFSource:
+    """What a user-given path stands for."""
+    path: Path                          # as given
+    kind: str                           # 'model_dir' | 'checkpoint' | 'frozen_graph'
+    checkpoint_prefix: Path | None = None
+    frozen_graph: Path | None = None
+    meta_graph: Path | None = None
+    step: int | None = None
+    notes: list[str] = field(default_factory=list)   # choices made, shown to the user
+
+    @property
+    def weights_kind(self) -> str:
+        return "checkpoint" if self.checkpoint_prefix else "frozen_graph"
+
+    def weight_files(self) -> list[Path]:
+        """The files the weights are read from (hashed into the conversion report)."""
+        if self.checkpoint_prefix is None:
+            return [self.frozen_graph]
+        prefix = self.checkpoint_prefix
+        index = Path(f"{prefix}.index")
+        shards = sorted(prefix.parent.glob(f"{prefix.name}.data-*-of-*"))
+        return [index, *shards]
+
+
+def _checkpoints_in(directory: Path) -> dict[int, list[Path]]:
+    found: dict[int, list[Path]] = {}
+    for index in directory.glob("*.ckpt-*.index"):
+        m = _CKPT_INDEX.match(index.name)
+        if m:
+            found.setdefault(int(m["step"]), []).append(directory / m["prefix"])
+    return found
+
+
+def _resolve_dir(directory: Path, step: int | None) -> TFSource:
+    src = TFSource(directory, "model_dir")
+    by_step = _checkpoints_in(directory)
+    if by_step:
+        if step is None:
+            step = max(by_step)
+            if len(by_step) > 1:
+                src.notes.append(f"{directory}: {len(by_step)} checkpoints (steps "
+                                 f"{', '.join(map(str, sorted(by_step)))}); using the newest, step {step} "
+                                 f"(choose another with --step)")
+        elif step not in by_step:
+            raise ConversionError(f"{directory}: no checkpoint at step {step}; steps present: "
+                                  f"{', '.join(map(str, sorted(by_step)))}")
+        prefixes = by_step[step]
+        if len(prefixes) > 1:
+            raise ConversionError(f"{directory}: several checkpoints at step {step} "
+                                  f"({', '.join(p.name for p in sorted(prefixes))}); give the prefix itself")
+        src.checkpoint_prefix, src.step = prefixes[0], step
+    elif step is not None:
+        raise ConversionError(f"{directory}: --step {step} given, but the folder holds no checkpoint")
+
+    pbs = sorted(directory.glob("*.pb"))
+    if len(pbs) == 1:
+        src.frozen_graph = pbs[0]
+    elif len(pbs) > 1:
+        src.notes.append(f"{directory}: several .pb files ({', '.join(p.name for p in pbs)}); "
+                         f"none used: give the one to use as the source")
+    metas = sorted(directory.glob("*.meta"))
+    if len(metas) == 1:
+        src.meta_graph = metas[0]
+
+    if src.checkpoint_prefix is None and src.frozen_graph is None:
+        raise ConversionError(f"{directory}: no checkpoint (model-*.ckpt-N.index) and no frozen "
+                              f"graph (*.pb) found")
+    return src
+
+
+def resolve_source(path, step: int | None = None) -> TFSource:
+    """A model directory, a checkpoint prefix (or its .index / .data file), or a frozen .pb."""
+    path = Path(path)
+    if path.is_dir():
+        return _resolve_dir(path, step)
+    if path.suffix == ".pb":
+        if not path.is_file():
+            raise ConversionError(f"{path}: no such frozen graph")
+        return TFSource(path, "frozen_graph", frozen_graph=path)
+    prefix = path
+    if path.suffix == ".index":
+        prefix = path.with_suffix("")
+    elif re.search(r"\.data-\d+-of-\d+$", path.name):
+        prefix = path.with_name(re.sub(r"\.data-\d+-of-\d+$", "", path.name))
+    if not Path(f"{prefix}.index").is_file():
+        raise ConversionError(f"{path}: not a model directory, a frozen .pb, or a checkpoint prefix "
+                              f"(no {prefix}.index)")
+    m = re.search(r"\.ckpt-(\d+)$", prefix.name)
+    if step is not None and (m is None or int(m[1]) != step):
+        raise ConversionError(f"{path}: --step {step} does not match this checkpoint prefix")
+    metas = sorted(prefix.parent.glob("*.meta"))
+    return TFSource(path, "checkpoint", checkpoint_prefix=prefix, step=int(m[1]) if m else None,
+                    meta_graph=metas[0] if len(metas) == 1 else None)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def read_variables(src: TFSource, reader: str = "auto") -> dict[str, np.ndarray]:
+    """All variables of the source's weights. reader: 'pure', 'tf', or 'auto' (pure)."""
+    if src.checkpoint_prefix is None:
+        return read_frozen_graph_variables(src.frozen_graph)
+    if reader not in ("auto", "pure", "tf"):
+        raise ValueError(f"unknown reader {reader!r}")
+    if reader == "tf":
+        return read_checkpoint_tf(src.checkpoint_prefix)
+    from .bundle_reader import read_checkpoint
+
+    return read_checkpoint(src.checkpoint_prefix)
+
+
+def read_checkpoint_tf(prefix: Path) -> dict[str, np.ndarray]:
+    from .tf_graphs import import_tf
+
+    tf = import_tf()
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        names = sorted(reader.get_variable_to_shape_map())
+        return {n: reader.get_tensor(n) for n in names}
+    except (tf.errors.OpError, RuntimeError, ValueError) as e:
+        raise ConversionError(f"{prefix}: TensorFlow cannot read this checkpoint: "
+                              f"{str(e).splitlines()[0]}") from e
+
+
+def load_graph_def(pb: Path):
+    from .tf_graphs import import_tf
+
+    tf = import_tf()
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(Path(pb).read_bytes())
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ConversionError(f"{pb}: not a TensorFlow GraphDef ({e.__class__.__name__}: {e})") from e
+    if not graph_def.node:
+        raise ConversionError(f"{pb}: the graph is empty")
+    return graph_def
+
+
+def read_frozen_graph_variables(pb: Path) -> dict[str, np.ndarray]:
+    """Weights of a frozen graph: the Const nodes that freezing made of variables, recognised
+    by the `<name>/read` Identity that TF1 variables keep after freezing."""
+    from .tf_graphs import import_tf
+
+    tf = import_tf()
+    graph_def = load_graph_def(pb)
+    nodes = {n.name: n for n in graph_def.node}
+    out = {}
+    for name, node in nodes.items():
+        read = nodes.get(f"{name}/read")
+        if node.op == "Const" and read is not None and read.op == "Identity":
+            try:
+                out[name] = tf.make_ndarray(node.attr["value"].tensor)
+            except Exception as e:
+                raise ConversionError(f"{pb}: constant {name!r} cannot be decoded ({e})") from e
+    if not out:
+        raise ConversionError(f"{pb}: no frozen variables found (Const nodes with a '/read' "
+                              f"Identity); is this a frozen FaceNet graph?")
+    return out

@@ -1,0 +1,182 @@
+"""Run the TF graph and the converted PyTorch model on the same batch; report how far apart they are.
+
+The report has the figures a reviewer checks: the L2 norm of the embedding difference over the
+batch, max abs difference, min cosine similarity, and the max abs difference at every Sandberg
+end point. A float64 column runs the PyTorch model in float64 on the same batch: when TF and
+PyTorch float32 are about equally far from it, the gap is float32 rounding, not a mapping error.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.inception_resnet_v1 import InceptionResNetV1
+from models.serialization import load_state_dict_file
+
+from .errors import ConversionError
+
+DEFAULT_ATOL = 1e-5
+
+
+@dataclass
+class LayerDiff:
+    name: str
+    shape: list[int]                    # NCHW (or N, C)
+    max_abs: float                      # |TF - PyTorch float32|
+    max_abs_tf: float                   # max |TF| (scale of the activation)
+    tf_vs_f64: float | None = None      # |TF - PyTorch float64|
+    pt_vs_f64: float | None = None      # |PyTorch float32 - PyTorch float64|
+
+
+@dataclass
+class ParityReport:
+    source: str
+    weights: str
+    tf_graph: str
+    batch: int
+    seed: int
+    image_size: int
+    atol: float
+    l2: float                            # ||E_tf - E_pt||_F over the batch
+    max_abs: float
+    min_cosine: float
+    layers: list[LayerDiff]
+    absent_end_points: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs <= self.atol
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def format_table(self) -> str:
+        lines = [f"TF graph : {self.tf_graph}",
+                 f"weights  : {self.weights}",
+                 f"batch    : {self.batch} x {self.image_size}x{self.image_size}, seed {self.seed}",
+                 f"{'end point':<18}{'shape':<20}{'max|TF-PT|':>12}{'max|TF|':>11}"
+                 f"{'|TF-f64|':>11}{'|PT-f64|':>11}"]
+        for layer in self.layers:
+            shape = "x".join(map(str, layer.shape))
+            lines.append(f"{layer.name:<18}{shape:<20}{layer.max_abs:>12.3e}{layer.max_abs_tf:>11.3e}"
+                         f"{_fmt(layer.tf_vs_f64):>11}{_fmt(layer.pt_vs_f64):>11}")
+        for name in self.absent_end_points:
+            lines.append(f"{name:<18}(not in this TF graph)")
+        lines.append(f"embeddings: L2 {self.l2:.3e}  max abs {self.max_abs:.3e}  "
+                     f"min cosine {self.min_cosine:.9f}  -> {'PASS' if self.passed else 'FAIL'} "
+                     f"(atol {self.atol:g})")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def write(self, path) -> None:
+        from .writer import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_json().encode())
+
+
+def _fmt(x):
+    return "-" if x is None else f"{x:.3e}"
+
+
+def make_batch(batch: int, seed: int, image_size: int = 160) -> np.ndarray:
+    """Seeded random images, standardized as the 2018 models expect: (uint8 - 127.5) / 128, NHWC."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8)
+    return ((pixels.astype(np.float32) - 127.5) / 128.0).astype(np.float32)
+
+
+def model_from_state_dict(state_dict: dict) -> InceptionResNetV1:
+    """An InceptionResNetV1 sized from the weights themselves (128-d/512-d, logits or not)."""
+    if "last_linear.weight" not in state_dict:
+        raise ConversionError("weights have no 'last_linear.weight': not an InceptionResnetV1 state_dict")
+    emb = state_dict["last_linear.weight"].shape[0]
+    classes = state_dict["logits.weight"].shape[0] if "logits.weight" in state_dict else None
+    model = InceptionResNetV1(embedding_size=emb, num_classes=classes)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise ConversionError(f"weights do not fit InceptionResnetV1: {e}") from e
+    return model.eval()
+
+
+def load_weights(weights) -> dict:
+    try:
+        return load_state_dict_file(weights)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConversionError(str(e)) from e
+
+
+def pytorch_end_points(model: InceptionResNetV1, images_nhwc: np.ndarray, dtype=torch.float32):
+    x = torch.from_numpy(images_nhwc).permute(0, 3, 1, 2).contiguous()
+    m = model if dtype == torch.float32 else _copy_as(model, dtype)
+    with torch.inference_mode():
+        return {k: v.to(torch.float64).numpy() for k, v in m.forward_end_points(x.to(dtype)).items()}
+
+
+def _copy_as(model, dtype):
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
+
+
+def compare(tf_outputs: dict, pt32: dict, pt64: dict | None) -> tuple[list[LayerDiff], dict]:
+    layers = []
+    for name, tf_value in tf_outputs.items():
+        tf_nchw = tf_value.transpose(0, 3, 1, 2) if tf_value.ndim == 4 else tf_value
+        tf_nchw = tf_nchw.astype(np.float64)
+        if tf_nchw.shape != pt32[name].shape:
+            raise ConversionError(f"end point {name}: TF shape {list(tf_nchw.shape)} vs PyTorch "
+                                  f"{list(pt32[name].shape)}")
+        layers.append(LayerDiff(
+            name, list(tf_nchw.shape), float(np.abs(tf_nchw - pt32[name]).max()),
+            float(np.abs(tf_nchw).max()),
+            None if pt64 is None else float(np.abs(tf_nchw - pt64[name]).max()),
+            None if pt64 is None else float(np.abs(pt32[name] - pt64[name]).max())))
+    order = {n: i for i, n in enumerate(pt32)}
+    layers.sort(key=lambda d: order[d.name])
+    e_tf = tf_outputs["embeddings"].astype(np.float64)
+    e_pt = pt32["embeddings"]
+    cos = (e_tf * e_pt).sum(1) / (np.linalg.norm(e_tf, axis=1) * np.linalg.norm(e_pt, axis=1))
+    return layers, {"l2": float(np.linalg.norm(e_tf - e_pt)), "max_abs": float(np.abs(e_tf - e_pt).max()),
+                    "min_cosine": float(cos.min())}
+
+
+def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFAULT_ATOL,
+           image_size: int = 160, float64: bool = True, step: int | None = None) -> ParityReport:
+    """Run the TF graph of `source` and the PyTorch model with `weights` on one seeded batch."""
+    from .sources import resolve_source
+    from .tf_run import run_tf
+
+    if batch < 1:
+        raise ConversionError(f"--batch must be at least 1, got {batch}")
+    src = resolve_source(source, step=step)
+    model = model_from_state_dict(load_weights(weights))
+    images = make_batch(batch, seed, image_size)
+    tf_run = run_tf(src, images)
+    pt32 = pytorch_end_points(model, images)
+    pt64 = pytorch_end_points(model, images, torch.float64) if float64 else None
+    tf_outputs = {k: v for k, v in tf_run.outputs.items()}
+    layers, emb = compare(tf_outputs, pt32, pt64)
+    return ParityReport(
+        source=str(source), weights=str(weights), tf_graph=tf_run.graph_used, batch=batch, seed=seed,
+        image_size=image_size, atol=atol, layers=layers, absent_end_points=tf_run.absent,
+        notes=src.notes + tf_run.notes,
+        versions={"tensorflow": tf_run.tf_version, "torch": torch.__version__, "numpy": np.__version__},
+        **emb)
+
+
+def verify_paths_exist(*paths) -> None:
+    for p in paths:
+        if not Path(p).exists():
+            raise ConversionError(f"{p}: no such file or directory")

@@ -1,0 +1,84 @@
+"""InceptionResNetV1: facenet-pytorch-compatible keys, shapes, normalization, classify."""
+import pytest
+import torch
+
+from models import InceptionResNetV1, InceptionResnetV1
+from models.inception_resnet_v1 import l2_normalize
+
+# REFERENCE.md: facenet-pytorch 2.6.0 attribute order
+FACENET_PYTORCH_MODULES = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
+                           "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3",
+                           "block8", "avgpool_1a", "dropout", "last_linear", "last_bn", "logits"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return InceptionResNetV1(num_classes=10).eval()
+
+
+def test_module_names_and_order_match_facenet_pytorch(model):
+    assert [n for n, _ in model.named_children()] == FACENET_PYTORCH_MODULES
+    assert InceptionResnetV1 is InceptionResNetV1
+    sd = model.state_dict()
+    assert "conv2d_1a.bn.num_batches_tracked" in sd
+    assert "repeat_1.4.branch2.2.conv.weight" in sd and "repeat_1.5.conv2d.weight" not in sd
+    assert "repeat_2.9.branch1.2.conv.weight" in sd and sd["repeat_2.9.branch1.1.conv.weight"].shape == (128, 128, 1, 7)
+    assert "repeat_3.4.conv2d.bias" in sd and "block8.conv2d.bias" in sd
+    assert "last_linear.bias" not in sd and sd["last_bn.running_var"].shape == (512,)
+
+
+def test_parameter_count_matches_facenet_pytorch():
+    # facenet-pytorch's InceptionResnetV1 (512-d, no logits) has 23,482,624 parameters
+    m = InceptionResNetV1()
+    assert sum(p.numel() for p in m.parameters()) == 23_482_624
+
+
+def test_tf_matching_batchnorm_knobs(model):
+    assert model.conv2d_1a.bn.eps == 1e-3 and model.last_bn.eps == 1e-3
+    assert model.conv2d_1a.bn.momentum == pytest.approx(0.005)
+    custom = InceptionResNetV1(bn_eps=1e-5, bn_momentum=0.1)
+    assert custom.repeat_2[3].branch0.bn.eps == 1e-5 and custom.last_bn.momentum == 0.1
+
+
+@pytest.mark.parametrize("size", [75, 160, 199])
+def test_embeddings_are_unit_norm_for_sizes(model, size):
+    with torch.no_grad():
+        e = model(torch.randn(2, 3, size, size))
+    assert e.shape == (2, 512)
+    assert torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_classify_is_settable_and_returns_logits(model):
+    x = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        model.classify = True
+        logits = model(x)
+        model.classify = False
+        emb = model(x)
+    assert logits.shape == (2, 10)
+    # logits are computed from the un-normalized prelogits, as in Sandberg's graph
+    with torch.no_grad():
+        pre = model.prelogits(x)
+        assert torch.allclose(logits, model.logits(pre), atol=1e-5)
+        assert torch.allclose(emb, l2_normalize(pre), atol=1e-6)
+
+
+def test_classify_without_classes_is_an_error():
+    with pytest.raises(ValueError, match="num_classes"):
+        InceptionResNetV1(classify=True)
+
+
+def test_l2_normalize_uses_tf_epsilon():
+    # tf.nn.l2_normalize: x * rsqrt(max(sum(x^2), 1e-10)); a zero vector stays zero
+    z = torch.zeros(1, 4)
+    assert torch.equal(l2_normalize(z), z)
+    tiny = torch.full((1, 4), 1e-6)  # sum of squares 4e-12 < 1e-10 -> scaled by 1e5, not normalized
+    assert torch.allclose(l2_normalize(tiny), tiny * 1e5)
+
+
+def test_end_points_in_graph_order(model):
+    out = model.forward_end_points(torch.randn(1, 3, 160, 160))
+    from models import END_POINTS
+    assert list(out) == list(END_POINTS)
+    assert out["Mixed_8b"].shape == (1, 1792, 3, 3) and out["Mixed_6a"].shape == (1, 896, 8, 8)
