@@ -142,3 +142,12 @@ def test_cli_convert_prints_hash_and_keeps_old_output_on_error(fixture128, tmp_p
     assert bad.returncode == 2 and "nowhere" in bad.stderr
     assert out.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_pure_reader_is_byte_identical_to_tensorflow_on_the_fixture(fixture512, fixture512_arrays):
+    from converter.bundle_reader import read_checkpoint
+    pure = read_checkpoint(fixture512.checkpoint_prefix)
+    assert pure.keys() == fixture512_arrays.keys()
+    for name, a in fixture512_arrays.items():
+        b = pure[name]
+        assert (b.dtype, b.shape, b.tobytes()) == (a.dtype, a.shape, a.tobytes()), name
