@@ -72,8 +72,9 @@ def _v1_control_flow(tf):
 class _Builder:
     """Creates the graph's variables from a value source and records BN batch moments."""
 
-    def __init__(self, tf, phase_train):
+    def __init__(self, tf, phase_train, dtype):
         self.tf = tf
+        self.dtype = dtype
         self.v1 = tf.compat.v1
         self.phase_train = phase_train
         self.kinds = {}                   # variable name -> kind ('weights', 'beta', ...)
@@ -82,7 +83,7 @@ class _Builder:
     def variable(self, name, shape, kind):
         # Zeros initializer: values are loaded into the session afterwards, which keeps them
         # out of the graph (and so out of the .meta file).
-        v = self.v1.get_variable(name, shape=shape, dtype=self.tf.float32, use_resource=False,
+        v = self.v1.get_variable(name, shape=shape, dtype=self.dtype, use_resource=False,
                                  initializer=self.v1.zeros_initializer(), trainable=True)
         self.kinds[v.op.name] = kind
         return v
@@ -247,7 +248,7 @@ class InferenceGraph:
 
 
 def build_inference_graph(embedding_size: int, num_classes: int | None,
-                          image_size: int = 160) -> InferenceGraph:
+                          image_size: int = 160, dtype: str = "float32") -> InferenceGraph:
     """A new tf.Graph holding Sandberg's inference graph: `input:0` (N,160,160,3 float32),
     `phase_train:0` (bool, default False), `embeddings:0`, and `Logits` when num_classes is set.
     Variables start at zero: restore a checkpoint or load values into the session."""
@@ -255,9 +256,9 @@ def build_inference_graph(embedding_size: int, num_classes: int | None,
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default(), _v1_control_flow(tf):
-        images = v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="input")
+        images = v1.placeholder(dtype, [None, image_size, image_size, 3], name="input")
         phase_train = v1.placeholder_with_default(False, [], name="phase_train")
-        b = _Builder(tf, phase_train)
+        b = _Builder(tf, phase_train, dtype)
         end_points, prelogits = b.inception_resnet_v1(images, embedding_size)
         logits = None
         if num_classes is not None:
@@ -301,31 +302,20 @@ class Fixture:
     num_classes: int | None
 
 
-def write_fixture(out_dir, *, embedding_size: int = 512, num_classes: int | None = 17, seed: int = 0,
-                  name: str | None = None, step: int = 1000) -> Fixture:
-    """Write a Sandberg-format model directory with random but realistic weights:
-    `model-<name>.meta`, `model-<name>.ckpt-<step>.{index,data-00000-of-00001}`, `checkpoint`,
-    and the frozen `<name>.pb` (inputs `input:0`, `phase_train:0`; output `embeddings:0`).
-
-    BN moving statistics are calibrated on a seeded random batch (batch moments times random
-    factors), so activations stay in a realistic range through all 21 residual blocks.
-    """
+def _calibrated_bn_statistics(embedding_size, num_classes, values, seed) -> dict[str, np.ndarray]:
+    """BN moving statistics near the real batch moments, so activations stay in a realistic
+    range through all 21 residual blocks: the moments of a seeded random batch, times seeded
+    random factors. Computed in float64, so the float32 values (and the fixture's bytes) do not
+    depend on the CPU's float32 summation order."""
     tf = import_tf()
     v1 = tf.compat.v1
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = name or f"fixture-{embedding_size}d-seed{seed}"
-    g = build_inference_graph(embedding_size, num_classes)
-    rng = np.random.default_rng(seed + 1)
-    calib = rng.uniform(-1, 1, (8, 160, 160, 3)).astype(np.float32)
+    g = build_inference_graph(embedding_size, num_classes, dtype="float64")
+    calib = np.random.default_rng(seed + 1).uniform(-1, 1, (8, 160, 160, 3))
     with g.graph.as_default(), _v1_control_flow(tf):
         variables = {v.op.name: v for v in v1.trainable_variables()}
-        saver = v1.train.Saver(v1.trainable_variables(), save_relative_paths=True)
-        config = v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
-        with v1.Session(config=config) as sess:
-            random_values = {v.initial_value: _random_value(seed, n, tuple(v.shape), g.variable_kinds[n])
-                             for n, v in variables.items()}
-            sess.run([v.initializer for v in variables.values()], random_values)
+        with v1.Session() as sess:
+            sess.run([v.initializer for v in variables.values()],
+                     {v.initial_value: values[n].astype(np.float64) for n, v in variables.items()})
             # With phase_train=True every BN normalizes by its batch moments, so one run gives
             # each layer's statistics as they are when all layers before it are normalized too.
             # Dropout would make the Bottleneck's moments random: a second run feeds the
@@ -334,13 +324,35 @@ def write_fixture(out_dir, *, embedding_size: int = 512, num_classes: int | None
                                      {g.images: calib, g.phase_train: True})
             head = {k: t for k, t in g.batch_moments.items() if k.endswith("Bottleneck/BatchNorm")}
             moments.update(sess.run(head, {g.end_points["PreLogitsFlatten"]: flat, g.phase_train: True}))
-            stats = {}
-            for scope, (mean, var) in sorted(moments.items()):
-                noise = np.random.default_rng([seed, 7, *scope.encode()])
-                stats[f"{scope}/moving_mean"] = mean + noise.standard_normal(mean.shape) * 0.05 * np.sqrt(var)
-                stats[f"{scope}/moving_variance"] = var * noise.uniform(0.8, 1.25, var.shape)
-            sess.run([variables[n].initializer for n in stats],
-                     {variables[n].initial_value: v.astype(np.float32) for n, v in stats.items()})
+    stats = {}
+    for scope, (mean, var) in sorted(moments.items()):
+        noise = np.random.default_rng([seed, 7, *scope.encode()])
+        stats[f"{scope}/moving_mean"] = (mean + noise.standard_normal(mean.shape) * 0.05 * np.sqrt(var))
+        stats[f"{scope}/moving_variance"] = var * noise.uniform(0.8, 1.25, var.shape)
+    return {n: v.astype(np.float32) for n, v in stats.items()}
+
+
+def write_fixture(out_dir, *, embedding_size: int = 512, num_classes: int | None = 17, seed: int = 0,
+                  name: str | None = None, step: int = 1000) -> Fixture:
+    """Write a Sandberg-format model directory with random but realistic weights:
+    `model-<name>.meta`, `model-<name>.ckpt-<step>.{index,data-00000-of-00001}`, `checkpoint`,
+    and the frozen `<name>.pb` (inputs `input:0`, `phase_train:0`; output `embeddings:0`).
+    The same arguments give the same variable values, on any machine.
+    """
+    tf = import_tf()
+    v1 = tf.compat.v1
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or f"fixture-{embedding_size}d-seed{seed}"
+    g = build_inference_graph(embedding_size, num_classes)
+    with g.graph.as_default(), _v1_control_flow(tf):
+        variables = {v.op.name: v for v in v1.trainable_variables()}
+        values = {n: _random_value(seed, n, tuple(v.shape), g.variable_kinds[n]) for n, v in variables.items()}
+        values.update(_calibrated_bn_statistics(embedding_size, num_classes, values, seed))
+        saver = v1.train.Saver(v1.trainable_variables(), save_relative_paths=True)
+        with v1.Session() as sess:
+            sess.run([v.initializer for v in variables.values()],
+                     {v.initial_value: values[n] for n, v in variables.items()})
             prefix = out_dir / f"model-{name}.ckpt"
             saver.save(sess, str(prefix), global_step=step, write_meta_graph=False)
             saver.export_meta_graph(str(out_dir / f"model-{name}.meta"))

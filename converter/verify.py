@@ -45,6 +45,8 @@ class ParityReport:
     max_abs: float
     min_cosine: float
     layers: list[LayerDiff]
+    l2_tf_vs_f64: float | None = None    # ||E_tf - E_f64||_F: TF's own float32 error
+    l2_pt_vs_f64: float | None = None    # ||E_pt - E_f64||_F: PyTorch's own float32 error
     absent_end_points: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
@@ -76,6 +78,9 @@ class ParityReport:
         lines.append(f"embeddings: L2 {self.l2:.3e}  max abs {self.max_abs:.3e}  "
                      f"min cosine {self.min_cosine:.9f}  -> {'PASS' if self.passed else 'FAIL'} "
                      f"(atol {self.atol:g})")
+        if self.l2_tf_vs_f64 is not None:
+            lines.append(f"float32 rounding alone: L2 TF-f64 {self.l2_tf_vs_f64:.3e}, "
+                         f"PT-f64 {self.l2_pt_vs_f64:.3e}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -148,8 +153,12 @@ def compare(tf_outputs: dict, pt32: dict, pt64: dict | None) -> tuple[list[Layer
     e_tf = tf_outputs["embeddings"].astype(np.float64)
     e_pt = pt32["embeddings"]
     cos = (e_tf * e_pt).sum(1) / (np.linalg.norm(e_tf, axis=1) * np.linalg.norm(e_pt, axis=1))
-    return layers, {"l2": float(np.linalg.norm(e_tf - e_pt)), "max_abs": float(np.abs(e_tf - e_pt).max()),
-                    "min_cosine": float(cos.min())}
+    figures = {"l2": float(np.linalg.norm(e_tf - e_pt)), "max_abs": float(np.abs(e_tf - e_pt).max()),
+               "min_cosine": float(cos.min())}
+    if pt64 is not None:
+        figures["l2_tf_vs_f64"] = float(np.linalg.norm(e_tf - pt64["embeddings"]))
+        figures["l2_pt_vs_f64"] = float(np.linalg.norm(e_pt - pt64["embeddings"]))
+    return layers, figures
 
 
 def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFAULT_ATOL,
@@ -166,8 +175,7 @@ def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFA
     tf_run = run_tf(src, images)
     pt32 = pytorch_end_points(model, images)
     pt64 = pytorch_end_points(model, images, torch.float64) if float64 else None
-    tf_outputs = {k: v for k, v in tf_run.outputs.items()}
-    layers, emb = compare(tf_outputs, pt32, pt64)
+    layers, emb = compare(tf_run.outputs, pt32, pt64)
     return ParityReport(
         source=str(source), weights=str(weights), tf_graph=tf_run.graph_used, batch=batch, seed=seed,
         image_size=image_size, atol=atol, layers=layers, absent_end_points=tf_run.absent,
