@@ -151,3 +151,20 @@ def test_pure_reader_is_byte_identical_to_tensorflow_on_the_fixture(fixture512, 
     for name, a in fixture512_arrays.items():
         b = pure[name]
         assert (b.dtype, b.shape, b.tobytes()) == (a.dtype, a.shape, a.tobytes()), name
+
+
+def test_convert_works_without_tensorflow(fixture512, converted512, tmp_path):
+    """With `import tensorflow` failing, convert still reads the checkpoint (pure reader) and
+    writes the same bytes; a frozen .pb, which needs TF, fails with an actionable message."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    out = tmp_path / "no_tf.pt"
+    cmd = [sys.executable, str(REPO / "tools" / "without_tf.py"), "-m", "converter", "convert", "-q"]
+    ok = subprocess.run([*cmd, str(fixture512.directory), "-o", str(out)], capture_output=True, text=True,
+                        cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
+    assert out.read_bytes() == converted512.output.read_bytes()
+    pb = subprocess.run([*cmd, str(fixture512.frozen_graph), "-o", str(tmp_path / "pb.pt")],
+                        capture_output=True, text=True, cwd=REPO)
+    assert pb.returncode == 2 and "needs TensorFlow" in pb.stderr and "pip install" in pb.stderr
