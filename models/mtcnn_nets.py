@@ -1,0 +1,119 @@
+"""The three MTCNN networks (P-, R- and O-Net) in PyTorch.
+
+Attribute names, and so state_dict keys, are facenet-pytorch 2.6.0's, so weights load both ways
+with ``strict=True``. The networks take images in the usual NCHW orientation, values already
+normalized to ``(x - 127.5) / 128``. The Caffe height/width swap of the original weights is
+folded into the converted conv kernels; the only trace left in the forward pass is that R-Net and
+O-Net flatten their last feature map in (W, H, C) order before the first dense layer, which is
+the order the converted dense weights expect.
+
+Pooling: the original uses TensorFlow ``SAME`` max pools (and two ``VALID`` ones). For every
+size these nets see, ``ceil_mode=True`` without padding gives the same windows.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
+    # (N, C, H, W) -> (N, W, H, C) -> (N, W*H*C): the order of the Caffe/TF dense weights
+    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional, a 12x12 window with stride 2.
+
+    ``forward(x) -> (reg, prob)`` with ``reg`` (N, 4, H', W') the box offsets (x1, y1, x2, y2) in
+    units of the window size and ``prob`` (N, 2, H', W') the softmax over (background, face).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        prob = F.softmax(self.conv4_1(x), dim=1)
+        reg = self.conv4_2(x)
+        return reg, prob
+
+
+class RNet(nn.Module):
+    """Refinement network on 24x24 crops. ``forward(x) -> (reg (N, 4), prob (N, 2))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense4(_flatten_whc(x)))
+        prob = F.softmax(self.dense5_1(x), dim=1)
+        reg = self.dense5_2(x)
+        return reg, prob
+
+
+class ONet(nn.Module):
+    """Output network on 48x48 crops.
+
+    ``forward(x) -> (reg (N, 4), landmarks (N, 10), prob (N, 2))``; landmarks are five x's then
+    five y's, as fractions of the crop's width and height.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = self.prelu5(self.dense5(_flatten_whc(x)))
+        prob = F.softmax(self.dense6_1(x), dim=1)
+        reg = self.dense6_2(x)
+        landmarks = self.dense6_3(x)
+        return reg, landmarks, prob
+
+
+NETS = {"pnet": PNet, "rnet": RNet, "onet": ONet}
