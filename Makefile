@@ -15,6 +15,12 @@ install:
 test:
 	$(VPY) -m pytest -q
 
+# All benchmarks in one run, side by side (tables on stdout, JSON in out/bench.json).
+# The bench extra adds onnxruntime + tf2onnx for the onnxruntime column.
+bench:
+	$(PIP) install -q -e '.[tf,test,bench]'
+	$(VPY) benchmarks/bench.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
@@ -23,5 +29,17 @@ clean:
 .PHONY: mtcnn-weights
 mtcnn-weights:
 	$(VPY) -m converter.mtcnn_fetch checkpoints/tf/mtcnn
-	$(VPY) -m converter.cli_mtcnn mtcnn checkpoints/tf/mtcnn -o checkpoints/mtcnn --strict
-	$(VPY) -m converter.cli_mtcnn verify-mtcnn checkpoints/tf/mtcnn --weights checkpoints/mtcnn
+	$(VPY) -m converter mtcnn checkpoints/tf/mtcnn -o checkpoints/mtcnn --strict
+	$(VPY) -m converter verify-mtcnn checkpoints/tf/mtcnn --weights checkpoints/mtcnn
+
+# Regenerate every converted file the registry can make from the sources present (TF sources under
+# checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, the seeded CI fixture), verify
+# each, write checkpoints/reports/ and checkpoints/manifest.json, and record the outputs' sha256 in
+# checkpoints/registry.json. Absent sources are listed. `checkpoints-check` regenerates into a
+# temporary folder and fails when an output no longer matches the committed manifest.
+.PHONY: checkpoints checkpoints-check
+checkpoints:
+	$(VPY) -m converter.regenerate --fetch-mtcnn --update-registry
+
+checkpoints-check:
+	$(VPY) -m converter.regenerate --check --fetch-mtcnn

@@ -41,6 +41,14 @@ def _print_parity(report, path) -> int:
 
 
 def _cmd_verify(args) -> int:
+    if args.reference:  # the TF side recorded in an .h5 file: no TensorFlow needed
+        from .reference import verify_reference
+
+        if args.source is None or args.weights is not None:
+            raise ConversionError("verify --reference REF.h5 takes WEIGHTS only (the TF side is in REF.h5)")
+        return _print_parity(verify_reference(args.reference, args.source, atol=args.atol), args.report)
+    if args.source is None or args.weights is None:
+        raise ConversionError("verify needs SOURCE and WEIGHTS (or --reference REF.h5 WEIGHTS)")
     from .verify import verify
 
     report = verify(args.source, args.weights, batch=args.batch, seed=args.seed, atol=args.atol,
@@ -74,11 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_convert)
 
-    v = sub.add_parser("verify", help="run the TF graph and the PyTorch weights on one batch")
-    v.add_argument("source", help="model directory, checkpoint prefix, or frozen .pb")
-    v.add_argument("weights", help="converted .pt / .safetensors")
-    v.add_argument("--batch", type=int, default=5)
-    v.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("verify", help="run the TF graph and the PyTorch weights on one batch",
+                       usage="%(prog)s [options] SOURCE WEIGHTS | --reference REF.h5 WEIGHTS")
+    v.add_argument("source", nargs="?", help="model directory, checkpoint prefix, or frozen .pb")
+    v.add_argument("weights", nargs="?", help="converted .pt / .safetensors")
+    v.add_argument("--reference", metavar="REF.h5",
+                   help="compare with TF activations recorded by `reference` (no TensorFlow needed); "
+                        "then give WEIGHTS only")
+    v.add_argument("--batch", type=int, default=5, help="(with --reference: as recorded)")
+    v.add_argument("--seed", type=int, default=0, help="(with --reference: as recorded)")
     v.add_argument("--atol", type=float, default=1e-5, help="max abs embedding difference allowed")
     v.add_argument("--step", type=int)
     v.add_argument("--report", help="write the parity report as JSON")
@@ -99,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugins():
     """Subcommands defined beside their code (MTCNN, reports)."""
-    from . import cli_mtcnn
+    from . import cli_mtcnn, reference, report
 
-    return [cli_mtcnn.add_subcommands]
+    return [cli_mtcnn.add_subcommands, report.add_subcommands, reference.add_subcommands]
 
 
 def main(argv=None) -> int:

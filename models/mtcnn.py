@@ -38,9 +38,11 @@ _EXTRACT_SUPERSAMPLE_CAP = 8
 # ------------------------------------------------------------------------------------- weights
 
 def default_weights_dir() -> Path:
-    """Where ``MTCNN()`` finds its weights when none are given: the committed checkpoints/mtcnn.
-    (Kept in one place so a registry / $FACENET_HOME lookup can replace it.)"""
-    return Path(__file__).resolve().parents[1] / "checkpoints" / "mtcnn"
+    """Where ``MTCNN()`` finds its weights when none are given: the registry's lookup
+    (``$FACENET_HOME/mtcnn``, the package's committed ``checkpoints/mtcnn``, the hub cache)."""
+    from .pretrained import resolve_mtcnn_weights
+
+    return resolve_mtcnn_weights()
 
 
 def weight_file(net: str, weights_dir: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,119 @@
+"""`make checkpoints` (converter.regenerate): byte-identical reruns, absent sources listed, the
+committed manifest enforced by `--check`."""
+import json
+import shutil
+
+import pytest
+
+from converter.regenerate import CHECKPOINTS, check, regenerate, update_registry
+from tests.conftest import REPO, run_cli
+
+FIXTURE_ID = "inception_resnet_v1.ci-fixture"
+SANDBERG_IDS = {"inception_resnet_v1.vggface2", "inception_resnet_v1.casia-webface",
+                "inception_resnet_v1.ms-celeb-1m", "inception_resnet_v1.casia-webface-2017"}
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """A TF-source folder: MTCNN's det*.npy when this checkout has them (git-ignored), nothing else."""
+    src = tmp_path_factory.mktemp("tf")
+    dets = REPO / "checkpoints" / "tf" / "mtcnn"
+    if all((dets / f"det{i}.npy").is_file() for i in (1, 2, 3)):
+        shutil.copytree(dets, src / "mtcnn")
+    return src
+
+
+@pytest.fixture(scope="module")
+def regenerated(fixture512, sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("checkpoints")
+    lines = []
+    first = regenerate(out, sources, fixture_source=fixture512.directory, batch=1, log=lines.append)
+    snap = _snapshot(out)
+    second = regenerate(out, sources, fixture_source=fixture512.directory, batch=1, log=lambda _: None)
+    return out, first, second, snap, lines
+
+
+def test_running_twice_changes_no_byte(regenerated):
+    out, first, second, snap, _ = regenerated
+    assert _snapshot(out) == snap
+    assert first.manifest == second.manifest and first.ok
+
+
+def test_outputs_reports_and_manifest(regenerated, sources):
+    out, first, _, snap, lines = regenerated
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "facenet-tf2pt/manifest/1" and manifest == first.manifest
+    rec = manifest["entries"][FIXTURE_ID]
+    (o,) = rec["outputs"]
+    assert o["file"] == f"fixture-512d-seed0-ci-fixture-{o['sha256'][:8]}.pt"
+    assert (out / o["file"]).stat().st_size == o["size"]
+    conversion = json.loads((out / (o["file"] + ".json")).read_text())
+    assert conversion["output"]["sha256"] == o["sha256"] and conversion["output"]["file"] == o["file"]
+    assert conversion["source"]["path"].startswith("generated: converter.tf_graphs.write_fixture(")
+    assert rec["parity"]["passed"] and float(rec["parity"]["max_abs"]) < 1e-5 and rec["parity"]["batch"] == 1
+    for rel in rec["reports"]:
+        assert (out / rel).is_file(), rel
+    md = (out / "reports" / f"{FIXTURE_ID}.md").read_text()
+    assert o["sha256"] in md and "Mixed_8b" in md and str(out) not in md   # no temp paths in reports
+    # absent sources are listed, in the output and in the manifest, with the command to run
+    for entry_id in SANDBERG_IDS:
+        assert manifest["entries"][entry_id]["status"] == "absent"
+        assert "facenet-convert convert checkpoints/tf/" in manifest["entries"][entry_id]["command"]
+        assert any(line.startswith(f"{entry_id}: ABSENT") for line in lines)
+    mtcnn = manifest["entries"]["mtcnn.sandberg"]
+    if (sources / "mtcnn").is_dir():
+        committed = json.loads((REPO / "checkpoints" / "mtcnn" / "manifest.json").read_text())["files"]
+        assert {x["file"]: x["sha256"] for x in mtcnn["outputs"]} == \
+            {f"mtcnn/{k}": v["sha256"] for k, v in committed.items()}
+        assert mtcnn["parity"]["passed"]
+    else:
+        assert mtcnn["status"] == "absent" and "det1.npy" in mtcnn["reason"]
+
+
+def test_check_passes_then_fails_when_a_committed_hash_is_altered(regenerated, fixture512, sources, tmp_path):
+    out = regenerated[0]
+    good = check(out / "manifest.json", out_root=out, src_root=sources, fixture_source=fixture512.directory,
+                 log=lambda _: None)
+    assert good.ok, good.problems
+    manifest = json.loads((out / "manifest.json").read_text())
+    real = manifest["entries"][FIXTURE_ID]["outputs"][0]["sha256"]
+    manifest["entries"][FIXTURE_ID]["outputs"][0]["sha256"] = "f" * 64
+    altered = tmp_path / "manifest.json"
+    altered.write_text(json.dumps(manifest))
+    res = run_cli("--check", "--manifest", altered, "--out", out, "--src", sources,
+                  "--fixture-source", fixture512.directory, module="converter.regenerate")
+    assert res.returncode == 1, res.stdout + res.stderr
+    mismatch = [line for line in res.stdout.splitlines() if line.startswith("MISMATCH")]
+    assert len(mismatch) >= 1
+    # the entry and both hashes are named
+    assert FIXTURE_ID in mismatch[0] and "f" * 64 in mismatch[0] and real in mismatch[0]
+
+
+def test_committed_manifest_matches_a_fresh_regeneration(fixture512):
+    """What CI runs (`make checkpoints-check`): the committed hashes still come out of the code."""
+    res = check(CHECKPOINTS / "manifest.json", out_root=CHECKPOINTS, fixture_source=fixture512.directory,
+                log=lambda _: None)
+    assert res.ok, "\n".join(res.problems) + "\n(run `make checkpoints` and commit the result)"
+    assert any(line.startswith(f"{FIXTURE_ID}: model ok") for line in res.lines)
+
+
+def test_update_registry_records_outputs(regenerated, tmp_path):
+    out, first = regenerated[0], regenerated[1]
+    reg = tmp_path / "registry.json"
+    reg.write_bytes((REPO / "checkpoints" / "registry.json").read_bytes())
+    data = json.loads(reg.read_text())
+    for m in data["models"]:
+        if m["id"] == FIXTURE_ID:
+            m["weights"][0].update(file=None, sha256=None, size=None, reason="not yet")
+    from converter.writer import json_bytes
+
+    reg.write_bytes(json_bytes(data))
+    assert update_registry(first.manifest, reg) is True
+    assert update_registry(first.manifest, reg) is False
+    (w,) = next(m for m in json.loads(reg.read_text())["models"] if m["id"] == FIXTURE_ID)["weights"]
+    (o,) = first.manifest["entries"][FIXTURE_ID]["outputs"]
+    assert (w["file"], w["sha256"], w["size"], w["reason"]) == (o["file"], o["sha256"], o["size"], None)
