@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.inception_resnet_v1 import InceptionResNetV1
+from models.inception_resnet_v1 import InceptionResNetV1, ModelLoadError
+from models.inception_resnet_v1 import model_from_state_dict as build_model
 from models.serialization import load_state_dict_file
 
 from .errors import ConversionError
@@ -101,18 +102,11 @@ def make_batch(batch: int, seed: int, image_size: int = 160) -> np.ndarray:
     return ((pixels.astype(np.float32) - 127.5) / 128.0).astype(np.float32)
 
 
-def model_from_state_dict(state_dict: dict) -> InceptionResNetV1:
-    """An InceptionResNetV1 sized from the weights themselves (128-d/512-d, logits or not)."""
-    if "last_linear.weight" not in state_dict:
-        raise ConversionError("weights have no 'last_linear.weight': not an InceptionResnetV1 state_dict")
-    emb = state_dict["last_linear.weight"].shape[0]
-    classes = state_dict["logits.weight"].shape[0] if "logits.weight" in state_dict else None
-    model = InceptionResNetV1(embedding_size=emb, num_classes=classes)
+def model_from_state_dict(state_dict: dict, source: str = "<state_dict>") -> InceptionResNetV1:
     try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise ConversionError(f"weights do not fit InceptionResnetV1: {e}") from e
-    return model.eval()
+        return build_model(state_dict, source)
+    except ModelLoadError as e:
+        raise ConversionError(str(e)) from e
 
 
 def load_weights(weights) -> dict:
@@ -170,7 +164,7 @@ def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFA
     if batch < 1:
         raise ConversionError(f"--batch must be at least 1, got {batch}")
     src = resolve_source(source, step=step)
-    model = model_from_state_dict(load_weights(weights))
+    model = model_from_state_dict(load_weights(weights), str(weights))
     images = make_batch(batch, seed, image_size)
     tf_run = run_tf(src, images)
     pt32 = pytorch_end_points(model, images)

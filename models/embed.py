@@ -27,14 +27,10 @@ import numpy as np
 import torch
 
 from .data import MAX_PIXELS, NO_FACE, FaceDataset, crops_transform, make_loader
-from .inception_resnet_v1 import InceptionResNetV1
+from .inception_resnet_v1 import InceptionResNetV1, ModelLoadError, model_from_state_dict  # noqa: F401 (re-exported)
 from .preprocessing import STANDARDIZATIONS, standardize, unfixed
 
 DEFAULT_STANDARDIZATION = "fixed"
-
-
-class ModelLoadError(ValueError):
-    pass
 
 
 @dataclass
@@ -43,22 +39,6 @@ class LoadedModel:
     standardization: str
     name: str                   # weights file path or registry name
     embedding_size: int
-
-
-def model_from_state_dict(state_dict: dict, source: str = "<state_dict>") -> InceptionResNetV1:
-    """Build an InceptionResNetV1 sized from the state_dict (embedding size, logits) and load it strictly."""
-    if "last_linear.weight" not in state_dict:
-        raise ModelLoadError(f"{source}: not an InceptionResNetV1 state_dict (no 'last_linear.weight'; "
-                             f"{len(state_dict)} keys)")
-    emb = int(state_dict["last_linear.weight"].shape[0])
-    n_cls = int(state_dict["logits.weight"].shape[0]) if "logits.weight" in state_dict else None
-    model = InceptionResNetV1(embedding_size=emb, num_classes=n_cls)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ModelLoadError(f"{source}: does not match InceptionResNetV1 ({' '.join(first[:2])[:300]})") from e
-    return model.eval()
 
 
 def load_model(weights=None, pretrained: str | None = None, device=None,

@@ -242,6 +242,26 @@ class InceptionResNetV1(nn.Module):
         return out
 
 
+class ModelLoadError(ValueError):
+    """A weights file that is not an InceptionResNetV1 state_dict, or does not fit one."""
+
+
+def model_from_state_dict(state_dict: dict, source: str = "<state_dict>") -> InceptionResNetV1:
+    """Build an InceptionResNetV1 sized from the state_dict (embedding size, logits) and load it strictly."""
+    if "last_linear.weight" not in state_dict:
+        raise ModelLoadError(f"{source}: not an InceptionResNetV1 state_dict (no 'last_linear.weight'; "
+                             f"{len(state_dict)} keys)")
+    emb = int(state_dict["last_linear.weight"].shape[0])
+    n_cls = int(state_dict["logits.weight"].shape[0]) if "logits.weight" in state_dict else None
+    model = InceptionResNetV1(embedding_size=emb, num_classes=n_cls)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ModelLoadError(f"{source}: does not match InceptionResNetV1 ({' '.join(first[:2])[:300]})") from e
+    return model.eval()
+
+
 def _check_entry_args(entry, embedding_size: int, num_classes: int | None) -> tuple[int, int | None]:
     """A pretrained entry fixes the sizes; a conflicting explicit argument is an error."""
     if embedding_size not in (512, entry.embedding_size):
