@@ -68,5 +68,10 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
         "output": {"file": output.name, "format": output.suffix.lstrip("."), "sha256": digest,
                    "size": len(data), "tensors": len(state_dict)},
     }
-    atomic_write_files({output: data, report_path: json_bytes(report)})  # both or neither
+    try:
+        atomic_write_files({output: data, report_path: json_bytes(report)})  # both or neither
+    except OSError as e:  # disk full, read-only folder, a file where a folder should be, ...
+        raise ConversionError(
+            f"{e.filename or output}: cannot write {output.name} and {report_path.name} "
+            f"({e.strerror or e}); nothing was replaced: any previous {output.name} is unchanged") from e
     return ConversionResult(src, output, digest, len(data), load_report, report, report_path)

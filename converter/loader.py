@@ -58,13 +58,22 @@ def infer_sizes(arrays: dict[str, np.ndarray], source: str) -> tuple[int, int | 
     """Embedding size from Bottleneck/weights [1792, emb]; classes from Logits/weights [emb, n]."""
     w = arrays.get(BOTTLENECK_WEIGHTS)
     if w is None:
+        scopes = sorted({name.split("/", 1)[0] for name in arrays if ignored_reason(name) is None})
+        shown = ", ".join(scopes[:8]) + (", ..." if len(scopes) > 8 else "")
+        other = [s for s in scopes if s != "InceptionResnetV1" and s.lower().startswith("inception")]
+        hint = f"; this looks like another architecture ({other[0]})" if other else ""
         raise ConversionError(f"{source}: no {BOTTLENECK_WEIGHTS}: not a Sandberg "
-                              f"Inception-ResNet-V1 checkpoint (found {len(arrays)} variables)")
-    if w.ndim != 2 or w.shape[0] != _FEATURES:
+                              f"Inception-ResNet-V1 checkpoint (found {len(arrays)} variables, "
+                              f"top-level scopes: {shown or 'none'}){hint}")
+    if w.ndim != 2 or w.shape[0] != _FEATURES or w.shape[1] < 1:
         raise ConversionError(f"{source}: {BOTTLENECK_WEIGHTS} is {list(w.shape)}, expected "
                               f"[{_FEATURES}, embedding_size]")
     logits = arrays.get(LOGITS_WEIGHTS)
-    return int(w.shape[1]), (int(logits.shape[-1]) if logits is not None and logits.ndim == 2 else None)
+    num_classes = int(logits.shape[-1]) if logits is not None and logits.ndim == 2 else None
+    if num_classes == 0:
+        raise ConversionError(f"{source}: {LOGITS_WEIGHTS} is {list(logits.shape)}: a classifier "
+                              f"with no classes")
+    return int(w.shape[1]), num_classes
 
 
 def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, tuple]:
@@ -117,7 +126,10 @@ def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str,
         if problem:
             report.invalid.append((row.tf_name, problem))
             continue
-        state_dict[row.pt_key] = TRANSFORMS[row.transform](a, shape)
+        t = TRANSFORMS[row.transform](a, shape)
+        if np.shares_memory(t.numpy(), a):   # identity (or a no-op transpose) views the source array:
+            t = t.clone()                    # the state_dict must not change if `arrays` later does
+        state_dict[row.pt_key] = t
         report.mapped.append(row.tf_name)
 
     for name in sorted(remaining):

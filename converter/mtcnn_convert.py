@@ -23,7 +23,7 @@ from models.mtcnn import default_weights_dir, load_net
 from .errors import ConversionError, ParityError
 from .mtcnn_mapping import TRANSFORMS, rows_for
 from .npy_source import SOURCE_FILES, MtcnnSources, load_mtcnn_sources
-from .writer import atomic_write_json, write_state_dict
+from .writer import atomic_write_files, json_bytes, serialize_state_dict, sha256_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE_DIR = REPO_ROOT / "checkpoints" / "tf" / "mtcnn"
@@ -49,6 +49,11 @@ def map_params(net: str, params: Mapping[str, Mapping[str, np.ndarray]], source:
         if tuple(arr.shape) != row.src_shape:
             problems.append(f"{row.src_layer}/{row.src_param} has shape {tuple(arr.shape)}, expected {row.src_shape}")
             continue
+        finite = np.isfinite(arr)
+        if not finite.all():
+            problems.append(f"{row.src_layer}/{row.src_param}: {int(arr.size - finite.sum())} of {arr.size} "
+                            "values are NaN or Inf")
+            continue
         value = TRANSFORMS[row.transform](np.asarray(arr, dtype=np.float32))
         sd[row.pt_key] = torch.from_numpy(np.ascontiguousarray(value)).clone()
     used = {(r.src_layer, r.src_param) for r in rows}
@@ -67,7 +72,7 @@ def map_params(net: str, params: Mapping[str, Mapping[str, np.ndarray]], source:
 
 
 def state_dicts_from_sources(sources: MtcnnSources) -> dict[str, dict[str, torch.Tensor]]:
-    return {net: map_params(net, sources.params[net]) for net in SOURCE_FILES}
+    return {net: map_params(net, sources.params[net], str(sources.paths.get(net, ""))) for net in SOURCE_FILES}
 
 
 @dataclass
@@ -100,19 +105,26 @@ def convert_mtcnn(
     state_dicts = state_dicts_from_sources(sources)
     out = Path(out_dir)
     files: dict[str, dict] = {}
+    blobs: dict[Path, bytes] = {}
     suffixes = [".pt"] + ([".safetensors"] if safetensors else [])
     for net, sd in state_dicts.items():
         for suffix in suffixes:
             path = out / f"{net}{suffix}"
-            digest = write_state_dict(sd, path)
-            files[path.name] = {"sha256": digest, "size": path.stat().st_size}
+            data = serialize_state_dict(sd, suffix)
+            blobs[path] = data
+            files[path.name] = {"sha256": sha256_bytes(data), "size": len(data)}
     manifest = {
         "format": MANIFEST_FORMAT,
         "files": files,
         "sources": dict(sorted(sources.sha256.items())),
         "keys": "facenet-pytorch 2.6.0",
     }
-    atomic_write_json(out / MANIFEST_NAME, manifest)
+    blobs[out / MANIFEST_NAME] = json_bytes(manifest)
+    try:
+        atomic_write_files(blobs)  # all of them or none: never a new pnet beside an old onet
+    except OSError as e:  # disk full, read-only folder, a file where the folder should be, ...
+        raise ConversionError(f"{e.filename or out}: cannot write the MTCNN weights to {out} "
+                              f"({e.strerror or e}); no file there was replaced") from e
     return MtcnnConversionReport(out_dir=str(out), files=files, sources=sources.sha256, warnings=sources.warnings)
 
 

@@ -151,6 +151,7 @@ class MtcnnSources:
     params: dict[str, dict[str, dict[str, np.ndarray]]]  # net -> layer -> param -> array
     sha256: dict[str, str]  # file name -> actual sha256
     warnings: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)  # net -> the file its weights came from
 
 
 def check_sha256(path: Path, strict: bool) -> tuple[str, str | None]:
@@ -176,7 +177,7 @@ def load_mtcnn_sources(src_dir: str | os.PathLike, strict: bool = False) -> Mtcn
             f"{src_dir}: no such directory (it should hold det1.npy, det2.npy, det3.npy; "
             "`make mtcnn-weights` fetches them into checkpoints/tf/mtcnn)"
         )
-    params, hashes, warnings = {}, {}, []
+    params, hashes, warnings, paths = {}, {}, [], {}
     for net, fname in SOURCE_FILES.items():
         path = src_dir / fname
         if not path.is_file():
@@ -185,4 +186,5 @@ def load_mtcnn_sources(src_dir: str | os.PathLike, strict: bool = False) -> Mtcn
         if warning:
             warnings.append(warning)
         params[net] = read_det_npy(path)
-    return MtcnnSources(params=params, sha256=hashes, warnings=warnings)
+        paths[net] = path
+    return MtcnnSources(params=params, sha256=hashes, warnings=warnings, paths=paths)

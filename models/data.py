@@ -78,7 +78,9 @@ def _open_checked(path, max_pixels: int | None, draft: bool = True) -> Image.Ima
             if not draft:
                 return im
             scale = (max_pixels / (w * h)) ** 0.5
-            im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
+            # draft() picks the largest 1/2^k reduction whose size is still >= the request, i.e.
+            # at most twice the request per side: asking for half the bound keeps it within bound.
+            im.draft("RGB", (max(1, int(w * scale / 2)), max(1, int(h * scale / 2))))
             warnings.warn(f"{path}: {w}x{h} = {w * h / 1e6:.0f} MP is over the {max_pixels / 1e6:.0f} MP "
                           f"limit (max_pixels); decoded downscaled", stacklevel=3)
         else:

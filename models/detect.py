@@ -298,10 +298,37 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def _pnet_out_rows(rows: int) -> int:
+    """P-Net's output height for ``rows`` input rows: 3x3 conv, 2x2/2 max pool (ceil), 3x3, 3x3."""
+    return -(-(rows - 2) // 2) - 4
+
+
+def _pnet_in_strips(pnet, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net over one large (1, 3, H, W) level, in horizontal strips of ~PNET_CHUNK_PIXELS, so
+    that its activations (some 10x the input) stay bounded however large the frame. Output row i
+    sees input rows [2i, 2i + 12): a strip for output rows [a, a + S) takes input rows
+    [2a, 2a + 2S + 10), starting on an even row (the pool grid stays aligned) and, but for the
+    last strip, ending before any partial pool window: each output equals the unsplit one's."""
+    _, _, hs, ws = image.shape
+    total = _pnet_out_rows(hs)
+    step = max(1, (PNET_CHUNK_PIXELS // ws - 10) // 2)
+    regs, probs = [], []
+    for a in range(0, total, step):
+        strip = image[:, :, 2 * a: min(hs, 2 * a + 2 * step + 10)]
+        reg, prob = pnet(_channels_last(normalize(strip)))
+        regs.append(reg)
+        probs.append(prob)
+    return torch.cat(regs, dim=2), torch.cat(probs, dim=2)
+
+
 def _pnet_in_chunks(pnet, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """P-Net over a pyramid level, a few images at a time when they are large: activations of
-    ~PNET_CHUNK_PIXELS stay cache- and memory-friendly; small levels go in one batch."""
+    ~PNET_CHUNK_PIXELS stay cache- and memory-friendly; small levels go in one batch, and a
+    level larger than a chunk is run in strips (``_pnet_in_strips``)."""
     n, _, hs, ws = level.shape
+    if hs * ws > 2 * PNET_CHUNK_PIXELS and _pnet_out_rows(hs) > 1:
+        outs = [_pnet_in_strips(pnet, level[k: k + 1]) for k in range(n)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
     per_call = max(1, PNET_CHUNK_PIXELS // (hs * ws))
     if per_call >= n:
         return pnet(_channels_last(normalize(level)))

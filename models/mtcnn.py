@@ -33,6 +33,10 @@ __all__ = ["MTCNN", "PNet", "RNet", "ONet", "default_weights_dir", "load_net", "
 
 SELECTION_METHODS = ("largest", "probability", "largest_over_threshold", "center_weighted_size")
 _EXTRACT_SUPERSAMPLE_CAP = 8
+# Largest image (width x height) MTCNN accepts by default: ~50 MP, the bound models.data.load_image
+# decodes to. Detection needs a float copy of the frame plus its pyramid (about 25-30 bytes per
+# pixel at peak): a bigger frame is refused with a message rather than risking several GB.
+MAX_PIXELS = 50_000_000
 
 
 # ------------------------------------------------------------------------------------- weights
@@ -77,20 +81,44 @@ def _is_batch(img) -> bool:
     return isinstance(img, (list, tuple)) or (isinstance(img, (np.ndarray, torch.Tensor)) and img.ndim == 4)
 
 
-def _to_rgb(img) -> torch.Tensor:
-    """One image -> (H, W, 3) float32 tensor on the CPU (values as given, nominally 0..255)."""
+def _check_size(height: int, width: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and height * width > max_pixels:
+        raise ValueError(
+            f"image of {width}x{height} = {width * height / 1e6:.0f} MP is over MTCNN's limit of "
+            f"{max_pixels / 1e6:.0f} MP (max_pixels): detection would need several GB of memory. "
+            f"Downscale it first (models.data.load_image does), or build MTCNN(max_pixels=None)")
+
+
+def _pil_to_rgb_array(img) -> np.ndarray:
+    """An RGB uint8 array from a PIL image of any mode. 16-bit grey (I;16*, or I holding 16-bit
+    values) is scaled 0..65535 -> 0..255: Pillow's convert('RGB') would clip it to white."""
+    if img.mode == "RGB":
+        return np.asarray(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img).astype(np.float64)
+        if img.mode != "F" and (img.mode.startswith("I;16") or a.max(initial=0) > 255):
+            a = a / 257.0
+        grey = np.round(np.clip(a, 0, 255)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
+def _to_rgb(img, max_pixels: int | None = None) -> torch.Tensor:
+    """One image -> (H, W, 3) float32 tensor on the CPU (values as given, nominally 0..255).
+    Images over ``max_pixels`` are refused before any copy is made."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a core dependency
         Image = None
     if Image is not None and isinstance(img, Image.Image):
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        img = np.asarray(img)
+        _check_size(img.height, img.width, max_pixels)
+        img = _pil_to_rgb_array(img)
+    if isinstance(img, (np.ndarray, torch.Tensor)) and img.ndim >= 2:
+        _check_size(int(img.shape[0]), int(img.shape[1]), max_pixels)
     if isinstance(img, np.ndarray):
         if img.dtype == bool:
             img = img.astype(np.uint8) * 255
-        t = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())  # a PIL image's array is read-only
+        t = torch.from_numpy(np.array(img, dtype=np.float32))  # one copy (a PIL image's array is read-only)
     elif isinstance(img, torch.Tensor):
         t = img.detach().cpu()
     else:
@@ -106,10 +134,10 @@ def _to_rgb(img) -> torch.Tensor:
     return t.float()
 
 
-def _frames(img) -> tuple[list[torch.Tensor], bool]:
+def _frames(img, max_pixels: int | None = None) -> tuple[list[torch.Tensor], bool]:
     batched = _is_batch(img)
     items = list(img) if batched else [img]
-    return [_to_rgb(x) for x in items], batched
+    return [_to_rgb(x, max_pixels) for x in items], batched
 
 
 def _size_groups(frames: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
@@ -134,6 +162,8 @@ class MTCNN(nn.Module):
     keep_all: return every face. device: where the nets run. weights: a folder with
     pnet/rnet/onet ``.pt`` or ``.safetensors`` (default: the committed ``checkpoints/mtcnn``).
     align: crop with a 5-point similarity transform (eyes, nose, mouth corners onto a template).
+    max_pixels: the largest image (width x height) accepted; bigger ones raise ValueError (None:
+    no limit; the default, ~50 MP, is what models.data.load_image decodes large photos down to).
     """
 
     def __init__(
@@ -150,8 +180,12 @@ class MTCNN(nn.Module):
         device=None,
         weights: str | os.PathLike | None = None,
         align: bool = False,
+        max_pixels: int | None = MAX_PIXELS,
     ):
         super().__init__()
+        if max_pixels is not None and max_pixels < 1:
+            raise ValueError("max_pixels must be positive, or None for no limit")
+        self.max_pixels = max_pixels
         if len(thresholds) != 3:
             raise ValueError("thresholds must hold three values (P-, R-, O-Net)")
         if not 0 < factor < 1:
@@ -186,7 +220,9 @@ class MTCNN(nn.Module):
         """Per image: (boxes (n, 4), probs (n,), points (n, 5, 2)) as float32 arrays, or None."""
         results: list = [None] * len(frames)
         for (h, w), idx in _size_groups(frames).items():
-            batch = torch.stack([frames[i] for i in idx]).to(self.device).permute(0, 3, 1, 2)
+            # one image: a view, not a copy (a large frame is hundreds of MB as float32)
+            batch = frames[idx[0]].unsqueeze(0) if len(idx) == 1 else torch.stack([frames[i] for i in idx])
+            batch = batch.to(self.device).permute(0, 3, 1, 2)
             det: Detections = detect_faces(batch, self.pnet, self.rnet, self.onet,
                                            self.min_face_size, self.thresholds, self.factor)
             boxes = det.boxes.cpu().numpy()
@@ -213,7 +249,7 @@ class MTCNN(nn.Module):
         nose, left and right mouth corner, as (x, y). Ordered by area if ``select_largest`` else by
         probability. For a batch input, lists with one entry per image (None where no face).
         """
-        frames, batched = _frames(img)
+        frames, batched = _frames(img, self.max_pixels)
         res = self._detect_frames(frames)
         boxes = [r[0] if r else None for r in res]
         probs = [r[1] if r else None for r in res]
@@ -255,7 +291,7 @@ class MTCNN(nn.Module):
         Returns (boxes (1, 4), probs, points (1, 5, 2)) per image -- for a single image, probs is a
         float -- or None for images without a (qualifying) face."""
         method = method or self.selection_method
-        frames, batched = _frames(imgs)
+        frames, batched = _frames(imgs, self.max_pixels)
         if not batched:
             all_boxes, all_probs, all_points = [all_boxes], [all_probs], [all_points]
         if all_points is None:
@@ -325,7 +361,7 @@ class MTCNN(nn.Module):
         image (``keep_all``: (n, 3, S, S)), None where an image has no box; for a batch, a list.
         ``save_path``: a file name (a list of them for a batch); extra faces go to ``name_2.ext``,
         ... ``landmarks`` (as ``detect`` returns them) are needed when ``align=True``."""
-        frames, batched = _frames(img)
+        frames, batched = _frames(img, self.max_pixels)
         if not batched:
             batch_boxes = [batch_boxes]
             landmarks = [landmarks] if landmarks is not None else None
@@ -341,7 +377,7 @@ class MTCNN(nn.Module):
     def forward(self, img, save_path=None, return_prob: bool = False):
         """Detect, select (unless ``keep_all``) and crop. Returns the face tensor(s), and with
         ``return_prob`` the probabilities as well."""
-        frames, batched = _frames(img)
+        frames, batched = _frames(img, self.max_pixels)
         res = self._detect_frames(frames)
         boxes = [r[0] if r else None for r in res]
         probs = [r[1] if r else None for r in res]

@@ -63,3 +63,58 @@ def copy_checkpoint(fixture, dest: Path, with_meta=False, with_pb=False) -> Path
     if with_pb:
         shutil.copy(fixture.frozen_graph, dest)
     return dest / prefix.name
+
+
+# --- shared by the reliability battery (test_bad_inputs, test_faults, test_pickle_safety, ...) ---
+
+@pytest.fixture(scope="session")
+def fixture128_arrays(fixture128):
+    """The 128-d fixture's variables, read once (TensorFlow's reader), for checkpoint variants."""
+    from converter.sources import read_checkpoint_tf
+
+    return read_checkpoint_tf(fixture128.checkpoint_prefix)
+
+
+def write_det_npy(path: Path, params: dict) -> Path:
+    """Write {layer: {param: array}} the way Sandberg's det*.npy are stored: a pickled 0-d object array."""
+    import numpy as np
+
+    payload = np.empty((), dtype=object)
+    payload[()] = params
+    with open(path, "wb") as f:
+        np.save(f, payload, allow_pickle=True)
+    return path
+
+
+def mtcnn_params(seed: int = 0) -> dict:
+    """Random det1/det2/det3 contents with the real layer names and shapes: net -> layer -> param -> array."""
+    import numpy as np
+
+    from converter.mtcnn_mapping import MTCNN_TABLE
+
+    rng = np.random.default_rng(seed)
+    params: dict = {}
+    for row in MTCNN_TABLE:
+        params.setdefault(row.net, {}).setdefault(row.src_layer, {})[row.src_param] = (
+            rng.standard_normal(row.src_shape).astype(np.float32) * 0.1)
+    return params
+
+
+@pytest.fixture(scope="session")
+def mtcnn_npy_dir(tmp_path_factory):
+    """A folder with synthetic det1/det2/det3.npy (random weights, real layout): needs no download."""
+    from converter.npy_source import SOURCE_FILES
+
+    root = tmp_path_factory.mktemp("det_npy")
+    params = mtcnn_params()
+    for net, name in SOURCE_FILES.items():
+        write_det_npy(root / name, params[net])
+    return root
+
+
+def tree_snapshot(root: Path) -> dict:
+    """{relative path: bytes} of every file under root (hidden temp files included)."""
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
