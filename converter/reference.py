@@ -14,8 +14,6 @@ imports neither TensorFlow nor anything that does.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ConversionError
+from .writer import atomic_output
 
 FORMAT = "facenet-tf2pt/reference/1"
 STANDARDIZATION = "(uint8 - 127.5) / 128"
@@ -72,10 +71,7 @@ def write_reference(source, output, *, batch: int = 5, seed: int = 0, image_size
     files = _hash_files([*(src.weight_files() if src.checkpoint_prefix else []), src.frozen_graph,
                          src.meta_graph])
     notes = list(src.notes) + list(run.notes)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
+    with atomic_output(output) as tmp:
         with h5py.File(tmp, "w") as f:
             attrs = {
                 "format": FORMAT, "tool": "facenet-tf2pt", "tool_version": __version__,
@@ -93,14 +89,6 @@ def write_reference(source, output, *, batch: int = 5, seed: int = 0, image_size
                 group.create_dataset(name, data=np.asarray(run.outputs[name], np.float32), track_times=False)
             f.create_dataset("embeddings", data=np.asarray(run.outputs["embeddings"], np.float32),
                              track_times=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return ReferenceInfo(output, run.graph_used, run.tf_version, batch, seed, names, run.absent, files, notes)
 
 

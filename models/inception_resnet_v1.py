@@ -11,7 +11,6 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 # Sandberg's end points, in graph order (REFERENCE.md); `forward_end_points` returns them.
 END_POINTS = (

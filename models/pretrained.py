@@ -31,13 +31,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .atomic_io import atomic_output, atomic_write_bytes, sha256_file
 from .serialization import load_state_dict_file
 
 __all__ = ["ChecksumError", "Entry", "Mirror", "Registry", "WeightFile", "checkpoints_dir", "default_registry",
@@ -339,14 +339,6 @@ def _hash_fields(where: str, d: Mapping, label) -> list[str]:
 
 # ------------------------------------------------------------------------------------ hashing
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_DOWNLOAD_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -363,26 +355,9 @@ def read_sidecar(path: Path) -> str | None:
     return digest
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _trust_on_first_use(path: Path, digest: str, origin: str) -> None:
     """Record `digest` beside `path`, and say so loudly: nothing vouched for these bytes."""
-    _atomic_write(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
     print(f"WARNING: trust on first use: the registry has no sha256 for {origin}.\n"
           f"  sha256 {digest}  {path}\n"
           f"  recorded in {sidecar_path(path)}; later loads are checked against it. Compare it with a "
@@ -487,13 +462,11 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, size: int 
     """Fetch `url` into `dest` atomically (temp file in the same folder, then rename), checking the
     size and sha256 when given; nothing is left at `dest` unless the checks pass. Returns the sha256.
     Any scheme urllib supports works (https, http, file)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     req = urllib.request.Request(url, headers={"User-Agent": "facenet-tf2pt"})
     h = hashlib.sha256()
     n = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as r:
+    with atomic_output(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as r:
             length = r.headers.get("Content-Length") if hasattr(r, "headers") else None
             total = size or (int(length) if length and length.isdigit() else None)
             limit = size if size is not None else _DOWNLOAD_LIMIT
@@ -511,21 +484,12 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, size: int 
                     bar.update(len(block))
             finally:
                 bar.close()
-            out.flush()
-            os.fsync(out.fileno())
         digest = h.hexdigest()
         if size is not None and n != size:
             raise ChecksumError(f"{url}: got {n} bytes, the registry says {size}; not kept")
         if sha256 is not None and digest != sha256:
             raise ChecksumError(f"{url}: sha256 {digest} does not match the registry's {sha256}; not kept")
-        os.replace(tmp, dest)
-        return digest
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    return digest
 
 
 def _progress(total, name, enabled):

@@ -10,7 +10,7 @@ from converter.errors import ConversionError
 from converter.tf_graphs import save_checkpoint
 from converter.writer import sha256_file
 from models.serialization import load_state_dict_file
-from tests.conftest import copy_checkpoint, run_cli
+from tests.conftest import run_cli
 
 
 def test_model_dir_conversion_maps_every_variable(converted512, fixture512_arrays):

@@ -102,7 +102,7 @@ def test_committed_manifest_matches_a_fresh_regeneration(fixture512):
 
 
 def test_update_registry_records_outputs(regenerated, tmp_path):
-    out, first = regenerated[0], regenerated[1]
+    first = regenerated[1]
     reg = tmp_path / "registry.json"
     reg.write_bytes((REPO / "checkpoints" / "registry.json").read_bytes())
     data = json.loads(reg.read_text())

@@ -1,5 +1,4 @@
 """Both graphs on the same batch: the converted weights reproduce TF's end points."""
-import numpy as np
 import pytest
 import torch
 
