@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import models.pretrained as pretrained
+import models.registry as registry
 from models.inception_resnet_v1 import InceptionResNetV1
 from models.pretrained import ChecksumError, Registry, resolve_inception_weights, resolve_mtcnn_weights
 from tests.conftest import REPO
@@ -156,7 +157,7 @@ def test_pretrained_name_builds_the_model_from_facenet_home(places, full_weights
     places["home"].mkdir()
     (places["home"] / f"{STEM}.pt").write_bytes(full_weights)
     monkeypatch.setenv("FACENET_HOME", str(places["home"]))
-    monkeypatch.setattr(pretrained, "_DEFAULT", None)
+    monkeypatch.setattr(registry, "_DEFAULT", None)
     model = InceptionResNetV1(pretrained="ci-fixture")         # the real registry
     assert (model.embedding_size, model.num_classes) == (512, 17)
     expected = torch.load(io.BytesIO(full_weights), weights_only=True)

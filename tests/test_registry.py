@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.inception_resnet_v1 import InceptionResNetV1
-from models.pretrained import Registry, default_registry, registry_path, validate_registry
+from models.registry import Registry, default_registry, registry_path, validate_registry
 from tests.conftest import REPO
 
 SANDBERG = {  # REFERENCE.md: name -> (tag, training set, embedding, classes, LFW, preprocessing)
