@@ -222,11 +222,12 @@ class InceptionResNetV1(nn.Module):
             return self.logits(x)
         return l2_normalize(x)
 
-    def fuse(self, dtype: torch.dtype = torch.float32) -> nn.Module:
-        """An inference-only copy with BatchNorm folded into the convs (see models/fused.py)."""
+    def fuse(self, dtype: torch.dtype = torch.float32, **options) -> nn.Module:
+        """An inference-only copy with BatchNorm folded into the convs, channels_last, prepacked
+        oneDNN convs (see models/fused.py for `options`). float32 in and out, also for bfloat16."""
         from .fused import fuse_inception
 
-        return fuse_inception(self, dtype=dtype)
+        return fuse_inception(self, dtype=dtype, **options)
 
     @torch.no_grad()
     def forward_end_points(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
