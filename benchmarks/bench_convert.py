@@ -14,10 +14,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # Report the child's own peak RSS (KiB on Linux) after running the CLI in-process.
-_MEASURE = ("import resource, runpy, sys; sys.argv = ['facenet-convert', *sys.argv[1:]]\n"
+_MEASURE = ("import runpy, sys; sys.argv = ['facenet-convert', *sys.argv[1:]]\n"
             "try:\n    runpy.run_module('converter', run_name='__main__')\n"
             "except SystemExit as e:\n    code = e.code\n"
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+            "print('MAXRSS', hwm[0].split()[1], file=sys.stderr)\n"
             "sys.exit(code)")
 
 
