@@ -68,7 +68,7 @@ def _cmd_fixture(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facenet-convert", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="facenet-convert", description=" ".join(__doc__.split()))
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="TF model dir / checkpoint / frozen .pb -> .pt or .safetensors")
