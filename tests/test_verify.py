@@ -62,3 +62,11 @@ def test_cli_verify_bad_weights_file_exits_2(fixture512, tmp_path):
     junk.write_bytes(b"not a zip")
     res = run_cli("verify", fixture512.frozen_graph, junk)
     assert res.returncode == 2 and "junk.pt" in res.stderr
+
+
+def test_parity_from_frozen_graph_path_with_weights_converted_from_it(fixture512, tmp_path):
+    from converter.convert import convert
+    out = convert(fixture512.frozen_graph, tmp_path / "from_pb.pt").output
+    r = verify(fixture512.frozen_graph, out, batch=2, seed=1)
+    assert r.tf_graph.startswith("frozen graph") and r.passed, r.format_table()
+    assert r.min_cosine > 0.999999
