@@ -149,6 +149,15 @@ def _size_groups(frames: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[i
 
 # ---------------------------------------------------------------------------------------- MTCNN
 
+def _save_paths(save_path, n: int) -> list:
+    """One save path (or None) per frame: a single path goes to the first frame."""
+    if save_path is None:
+        return [None] * n
+    if isinstance(save_path, (str, os.PathLike)):
+        return [save_path] + [None] * (n - 1)
+    return list(save_path)
+
+
 class MTCNN(nn.Module):
     """MTCNN face detector and cropper (P-, R- and O-Net cascade).
 
@@ -365,12 +374,7 @@ class MTCNN(nn.Module):
         if not batched:
             batch_boxes = [batch_boxes]
             landmarks = [landmarks] if landmarks is not None else None
-        if save_path is None:
-            save_paths = [None] * len(frames)
-        elif isinstance(save_path, (str, os.PathLike)):
-            save_paths = [save_path] + [None] * (len(frames) - 1)
-        else:
-            save_paths = list(save_path)
+        save_paths = _save_paths(save_path, len(frames))
         faces = self._extract_frames(frames, batch_boxes, landmarks, save_paths)
         return faces if batched else faces[0]
 
@@ -388,12 +392,7 @@ class MTCNN(nn.Module):
             boxes = [s[0] if s else None for s in picked]
             probs = [float(s[1][0]) if s else None for s in picked]
             points = [s[2] if s else None for s in picked]
-        if save_path is None:
-            save_paths = [None] * len(frames)
-        elif isinstance(save_path, (str, os.PathLike)):
-            save_paths = [save_path] + [None] * (len(frames) - 1)
-        else:
-            save_paths = list(save_path)
+        save_paths = _save_paths(save_path, len(frames))
         faces = self._extract_frames(frames, boxes, points, save_paths)
         if not batched:
             faces, probs = faces[0], probs[0]
