@@ -24,7 +24,7 @@ class TFRun:
     tf_version: str = ""
 
 
-def _fetch(tf, sess, graph, images_nhwc: np.ndarray, run: TFRun, input_name="input:0",
+def _fetch(sess, graph, images_nhwc: np.ndarray, run: TFRun, input_name="input:0",
            phase_name="phase_train:0"):
     fetches = {}
     for end_point, candidates in END_POINT_TENSORS.items():
@@ -60,7 +60,7 @@ def run_tf(src: TFSource, images_nhwc: np.ndarray) -> TFRun:
             v1.import_graph_def(graph_def, name="")
         run = TFRun(f"frozen graph {src.frozen_graph.name}", {}, tf_version=tf.__version__)
         with v1.Session(graph=graph) as sess:
-            _fetch(tf, sess, graph, images_nhwc, run)
+            _fetch(sess, graph, images_nhwc, run)
         return run
     if src.checkpoint_prefix is None:
         raise ConversionError(f"{src.path}: neither a frozen graph nor a checkpoint to run")
@@ -73,7 +73,7 @@ def run_tf(src: TFSource, images_nhwc: np.ndarray) -> TFRun:
                         tf_version=tf.__version__)
             with v1.Session(graph=graph) as sess:
                 saver.restore(sess, str(src.checkpoint_prefix))
-                _fetch(tf, sess, graph, images_nhwc, run)
+                _fetch(sess, graph, images_nhwc, run)
             return run
         except ConversionError:
             raise
@@ -99,5 +99,5 @@ def _run_builder(tf, src: TFSource, images_nhwc: np.ndarray, notes: list[str]) -
         saver = v1.train.Saver(v1.trainable_variables())
         with v1.Session(graph=g.graph) as sess:
             saver.restore(sess, str(src.checkpoint_prefix))
-            _fetch(tf, sess, g.graph, images_nhwc, run)
+            _fetch(sess, g.graph, images_nhwc, run)
     return run

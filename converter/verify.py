@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -176,9 +175,3 @@ def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFA
         notes=src.notes + tf_run.notes,
         versions={"tensorflow": tf_run.tf_version, "torch": torch.__version__, "numpy": np.__version__},
         **emb)
-
-
-def verify_paths_exist(*paths) -> None:
-    for p in paths:
-        if not Path(p).exists():
-            raise ConversionError(f"{p}: no such file or directory")
