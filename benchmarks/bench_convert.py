@@ -1,5 +1,6 @@
 """Conversion wall time and peak memory, each run in a fresh process as a user runs it:
-pure-Python reader (no TensorFlow imported), TensorFlow's reader, and TensorFlow blocked."""
+the default (pure-Python checkpoint reader, our torch-format writer: neither TensorFlow nor torch
+is imported), TensorFlow's reader, and the default with `import tensorflow` / `import torch` blocked."""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,8 @@ def run(report: dict, source: str | None = None, repeats: int = 3) -> dict:
             "pure reader (default)": (["-c", _MEASURE], ["convert", source, "-o", out, "-q"]),
             "TensorFlow reader": (["-c", _MEASURE], ["convert", source, "-o", out, "-q", "--reader", "tf"]),
             # peak RSS is not reported for this one (the blocker runs the CLI directly)
-            "TensorFlow blocked": ([str(REPO / "tools" / "without_tf.py"), "-m", "converter"],
+            "TensorFlow and torch blocked": ([str(REPO / "tools" / "without_tf.py"), "--also", "torch",
+                                              "-m", "converter"],
                                    ["convert", source, "-o", out, "-q"]),
         }
         rows = {}

@@ -12,8 +12,7 @@ EXIT_OK, EXIT_PARITY, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _cmd_convert(args) -> int:
-    from .convert import convert
-    from .verify import verify
+    from .convert import convert  # torch-free: verify (torch, TensorFlow) is imported only for --verify
 
     t0 = time.perf_counter()
     result = convert(args.source, args.output, report_path=args.report, step=args.step,
@@ -28,6 +27,8 @@ def _cmd_convert(args) -> int:
     print(f"sha256 {result.sha256}")
     print(f"report {result.report_path}")
     if args.verify:
+        from .verify import verify
+
         return _print_parity(verify(args.source, result.output, step=args.step), None)
     return EXIT_OK
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import __version__
 from .errors import ConversionError
@@ -25,6 +25,14 @@ class ConversionResult:
     load_report: LoadReport
     report: dict              # the conversion report (also written as JSON)
     report_path: Path
+
+
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, without importing it (import torch costs ~1 s)."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def default_report_path(output: Path) -> Path:
@@ -51,7 +59,7 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
     digest = sha256_bytes(data)
     report = {
         "tool": {"name": "facenet-tf2pt", "version": __version__},
-        "libraries": {"torch": torch.__version__, "numpy": np.__version__,
+        "libraries": {"torch": _version("torch"), "numpy": np.__version__,
                       "python": platform.python_version()},
         "source": {
             "path": str(src_path),

@@ -10,15 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-
-from models.inception_resnet_v1 import InceptionResNetV1
 
 from .errors import ConversionError
-from .mapping import (BOTTLENECK_WEIGHTS, LOGITS_WEIGHTS, TF_SHAPE_FOR, TRANSFORMS,
-                      ignored_reason, inception_resnet_v1_table)
-
-_FEATURES = 1792  # Inception-ResNet-V1's pooled feature width
+from .mapping import (BOTTLENECK_WEIGHTS, FEATURES, LOGITS_WEIGHTS, TF_SHAPE_FOR, TRANSFORMS,
+                      expected_shapes, ignored_reason, inception_resnet_v1_table)
 
 
 @dataclass
@@ -65,22 +60,15 @@ def infer_sizes(arrays: dict[str, np.ndarray], source: str) -> tuple[int, int | 
         raise ConversionError(f"{source}: no {BOTTLENECK_WEIGHTS}: not a Sandberg "
                               f"Inception-ResNet-V1 checkpoint (found {len(arrays)} variables, "
                               f"top-level scopes: {shown or 'none'}){hint}")
-    if w.ndim != 2 or w.shape[0] != _FEATURES or w.shape[1] < 1:
+    if w.ndim != 2 or w.shape[0] != FEATURES or w.shape[1] < 1:
         raise ConversionError(f"{source}: {BOTTLENECK_WEIGHTS} is {list(w.shape)}, expected "
-                              f"[{_FEATURES}, embedding_size]")
+                              f"[{FEATURES}, embedding_size]")
     logits = arrays.get(LOGITS_WEIGHTS)
     num_classes = int(logits.shape[-1]) if logits is not None and logits.ndim == 2 else None
     if num_classes == 0:
         raise ConversionError(f"{source}: {LOGITS_WEIGHTS} is {list(logits.shape)}: a classifier "
                               f"with no classes")
     return int(w.shape[1]), num_classes
-
-
-def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, tuple]:
-    """The PyTorch model's state_dict shapes, without allocating its weights."""
-    with torch.device("meta"):
-        model = InceptionResNetV1(embedding_size=embedding_size, num_classes=num_classes)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _check_values(tf_name: str, a: np.ndarray) -> str | None:
@@ -93,15 +81,16 @@ def _check_values(tf_name: str, a: np.ndarray) -> str | None:
 
 
 def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str,
-                         progress: bool = False) -> tuple[dict[str, torch.Tensor], LoadReport]:
-    """Map Sandberg variables to an InceptionResNetV1 state_dict. Raises ConversionError listing
+                         progress: bool = False) -> tuple[dict[str, np.ndarray], LoadReport]:
+    """Map Sandberg variables to an InceptionResNetV1 state_dict of numpy arrays (new arrays, no
+    views of `arrays`; torch.from_numpy makes tensors of them). Raises ConversionError listing
     every problem when the accounting does not balance."""
     embedding_size, num_classes = infer_sizes(arrays, source)
     report = LoadReport(source, embedding_size, num_classes)
     shapes = expected_shapes(embedding_size, num_classes)
     table = inception_resnet_v1_table(with_logits=num_classes is not None)
     remaining = dict(arrays)
-    state_dict: dict[str, torch.Tensor] = {}
+    state_dict: dict[str, np.ndarray] = {}
 
     rows = table
     if progress:
@@ -126,10 +115,7 @@ def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str,
         if problem:
             report.invalid.append((row.tf_name, problem))
             continue
-        t = TRANSFORMS[row.transform](a, shape)
-        if np.shares_memory(t.numpy(), a):   # identity (or a no-op transpose) views the source array:
-            t = t.clone()                    # the state_dict must not change if `arrays` later does
-        state_dict[row.pt_key] = t
+        state_dict[row.pt_key] = TRANSFORMS[row.transform](a, shape)
         report.mapped.append(row.tf_name)
 
     for name in sorted(remaining):

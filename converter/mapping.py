@@ -13,30 +13,31 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 # --- named transforms ---------------------------------------------------------------------
-# Each takes the TF array (None for synthesized rows) and the target PyTorch shape.
+# Each takes the TF array (None for synthesized rows) and the target PyTorch shape and returns a
+# new C-contiguous numpy array (never a view of the source). numpy, not torch: the converter
+# runs without importing torch (see converter/torch_zip.py).
 
 
 def _conv_hwio_to_oihw(a, shape):
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(3, 2, 0, 1)))
+    return np.array(a.transpose(3, 2, 0, 1), order="C")   # np.array copies: never a view
 
 
 def _dense_io_to_oi(a, shape):
-    return torch.from_numpy(np.ascontiguousarray(a.T))
+    return np.array(a.T, order="C")
 
 
 def _identity(a, shape):
-    return torch.from_numpy(np.ascontiguousarray(a))
+    return np.array(a, order="C")
 
 
 def _gamma_ones(a, shape):
-    return torch.ones(shape, dtype=torch.float32)
+    return np.ones(shape, dtype=np.float32)
 
 
 def _zero_count(a, shape):
-    return torch.tensor(0, dtype=torch.int64)
+    return np.zeros((), dtype=np.int64)
 
 
 TRANSFORMS: dict[str, Callable] = {
@@ -114,65 +115,77 @@ def up_conv_rows(tf_scope: str, pt_prefix: str) -> list[Row]:
     ]
 
 
-STEM = (  # (TF scope under InceptionResnetV1, PyTorch attribute)
-    ("Conv2d_1a_3x3", "conv2d_1a"), ("Conv2d_2a_3x3", "conv2d_2a"), ("Conv2d_2b_3x3", "conv2d_2b"),
-    ("Conv2d_3b_1x1", "conv2d_3b"), ("Conv2d_4a_3x3", "conv2d_4a"), ("Conv2d_4b_3x3", "conv2d_4b"),
+# Layouts: (TF conv scope, PyTorch attribute, (kh, kw, in, out) = the TF weights' HWIO shape).
+STEM = (  # under InceptionResnetV1
+    ("Conv2d_1a_3x3", "conv2d_1a", (3, 3, 3, 32)), ("Conv2d_2a_3x3", "conv2d_2a", (3, 3, 32, 32)),
+    ("Conv2d_2b_3x3", "conv2d_2b", (3, 3, 32, 64)), ("Conv2d_3b_1x1", "conv2d_3b", (1, 1, 64, 80)),
+    ("Conv2d_4a_3x3", "conv2d_4a", (3, 3, 80, 192)), ("Conv2d_4b_3x3", "conv2d_4b", (3, 3, 192, 256)),
 )
-BLOCK35 = (
-    ("Branch_0/Conv2d_1x1", "branch0"),
-    ("Branch_1/Conv2d_0a_1x1", "branch1.0"), ("Branch_1/Conv2d_0b_3x3", "branch1.1"),
-    ("Branch_2/Conv2d_0a_1x1", "branch2.0"), ("Branch_2/Conv2d_0b_3x3", "branch2.1"),
-    ("Branch_2/Conv2d_0c_3x3", "branch2.2"),
+BLOCK35 = (  # 256 channels in and out (35x35 in Sandberg's 299 px naming; 17x17 at 160 px)
+    ("Branch_0/Conv2d_1x1", "branch0", (1, 1, 256, 32)),
+    ("Branch_1/Conv2d_0a_1x1", "branch1.0", (1, 1, 256, 32)),
+    ("Branch_1/Conv2d_0b_3x3", "branch1.1", (3, 3, 32, 32)),
+    ("Branch_2/Conv2d_0a_1x1", "branch2.0", (1, 1, 256, 32)),
+    ("Branch_2/Conv2d_0b_3x3", "branch2.1", (3, 3, 32, 32)),
+    ("Branch_2/Conv2d_0c_3x3", "branch2.2", (3, 3, 32, 32)),
 )
-BLOCK17 = (
-    ("Branch_0/Conv2d_1x1", "branch0"),
-    ("Branch_1/Conv2d_0a_1x1", "branch1.0"), ("Branch_1/Conv2d_0b_1x7", "branch1.1"),
-    ("Branch_1/Conv2d_0c_7x1", "branch1.2"),
+BLOCK17 = (  # 896 channels
+    ("Branch_0/Conv2d_1x1", "branch0", (1, 1, 896, 128)),
+    ("Branch_1/Conv2d_0a_1x1", "branch1.0", (1, 1, 896, 128)),
+    ("Branch_1/Conv2d_0b_1x7", "branch1.1", (1, 7, 128, 128)),
+    ("Branch_1/Conv2d_0c_7x1", "branch1.2", (7, 1, 128, 128)),
 )
-BLOCK8 = (
-    ("Branch_0/Conv2d_1x1", "branch0"),
-    ("Branch_1/Conv2d_0a_1x1", "branch1.0"), ("Branch_1/Conv2d_0b_1x3", "branch1.1"),
-    ("Branch_1/Conv2d_0c_3x1", "branch1.2"),
+BLOCK8 = (  # 1792 channels
+    ("Branch_0/Conv2d_1x1", "branch0", (1, 1, 1792, 192)),
+    ("Branch_1/Conv2d_0a_1x1", "branch1.0", (1, 1, 1792, 192)),
+    ("Branch_1/Conv2d_0b_1x3", "branch1.1", (1, 3, 192, 192)),
+    ("Branch_1/Conv2d_0c_3x1", "branch1.2", (3, 1, 192, 192)),
 )
-MIXED_6A = (
-    ("Branch_0/Conv2d_1a_3x3", "branch0"),
-    ("Branch_1/Conv2d_0a_1x1", "branch1.0"), ("Branch_1/Conv2d_0b_3x3", "branch1.1"),
-    ("Branch_1/Conv2d_1a_3x3", "branch1.2"),
+MIXED_6A = (  # 256 -> 384 + 256 + 256 (max pool) = 896
+    ("Branch_0/Conv2d_1a_3x3", "branch0", (3, 3, 256, 384)),
+    ("Branch_1/Conv2d_0a_1x1", "branch1.0", (1, 1, 256, 192)),
+    ("Branch_1/Conv2d_0b_3x3", "branch1.1", (3, 3, 192, 192)),
+    ("Branch_1/Conv2d_1a_3x3", "branch1.2", (3, 3, 192, 256)),
 )
-MIXED_7A = (
-    ("Branch_0/Conv2d_0a_1x1", "branch0.0"), ("Branch_0/Conv2d_1a_3x3", "branch0.1"),
-    ("Branch_1/Conv2d_0a_1x1", "branch1.0"), ("Branch_1/Conv2d_1a_3x3", "branch1.1"),
-    ("Branch_2/Conv2d_0a_1x1", "branch2.0"), ("Branch_2/Conv2d_0b_3x3", "branch2.1"),
-    ("Branch_2/Conv2d_1a_3x3", "branch2.2"),
+MIXED_7A = (  # 896 -> 384 + 256 + 256 + 896 (max pool) = 1792
+    ("Branch_0/Conv2d_0a_1x1", "branch0.0", (1, 1, 896, 256)),
+    ("Branch_0/Conv2d_1a_3x3", "branch0.1", (3, 3, 256, 384)),
+    ("Branch_1/Conv2d_0a_1x1", "branch1.0", (1, 1, 896, 256)),
+    ("Branch_1/Conv2d_1a_3x3", "branch1.1", (3, 3, 256, 256)),
+    ("Branch_2/Conv2d_0a_1x1", "branch2.0", (1, 1, 896, 256)),
+    ("Branch_2/Conv2d_0b_3x3", "branch2.1", (3, 3, 256, 256)),
+    ("Branch_2/Conv2d_1a_3x3", "branch2.2", (3, 3, 256, 256)),
 )
+FEATURES = 1792  # the pooled feature width: Bottleneck/weights is [1792, embedding_size]
 
 
-def _repeat(tf_repeat: str, tf_block: str, count: int, pt_seq: str, layout) -> list[tuple]:
+def _repeat(tf_repeat: str, tf_block: str, count: int, pt_seq: str, layout, up) -> list[tuple]:
     """slim.repeat scopes `<Repeat>/<block>_1..N` -> nn.Sequential children 0..N-1."""
-    return [(f"{tf_repeat}/{tf_block}_{n}", f"{pt_seq}.{n - 1}", layout, True) for n in range(1, count + 1)]
+    return [(f"{tf_repeat}/{tf_block}_{n}", f"{pt_seq}.{n - 1}", layout, up) for n in range(1, count + 1)]
 
 
-# The body after the stem, in network order: (TF scope, PyTorch prefix, layout, residual?).
-# A residual block ends in an up conv `Conv2d_1x1` (biases, no BatchNorm) -> `.conv2d`.
+# The body after the stem, in network order: (TF scope, PyTorch prefix, layout, up conv).
+# A residual block ends in an up conv `Conv2d_1x1` (biases, no BatchNorm) -> `.conv2d`, given by
+# its HWIO shape (concatenated branches -> block width); None for the reduction blocks.
 BODY = (
-    *_repeat("Repeat", "block35", 5, "repeat_1", BLOCK35),
-    ("Mixed_6a", "mixed_6a", MIXED_6A, False),
-    *_repeat("Repeat_1", "block17", 10, "repeat_2", BLOCK17),
-    ("Mixed_7a", "mixed_7a", MIXED_7A, False),
-    *_repeat("Repeat_2", "block8", 5, "repeat_3", BLOCK8),
-    ("Block8", "block8", BLOCK8, True),
+    *_repeat("Repeat", "block35", 5, "repeat_1", BLOCK35, (1, 1, 96, 256)),
+    ("Mixed_6a", "mixed_6a", MIXED_6A, None),
+    *_repeat("Repeat_1", "block17", 10, "repeat_2", BLOCK17, (1, 1, 256, 896)),
+    ("Mixed_7a", "mixed_7a", MIXED_7A, None),
+    *_repeat("Repeat_2", "block8", 5, "repeat_3", BLOCK8, (1, 1, 384, FEATURES)),
+    ("Block8", "block8", BLOCK8, (1, 1, 384, FEATURES)),
 )
 
 
 def inception_resnet_v1_table(with_logits: bool) -> list[Row]:
     """Every row of the mapping, in network order. Logits sit outside the model scope."""
     rows: list[Row] = []
-    for tf_conv, pt_conv in STEM:
+    for tf_conv, pt_conv, _ in STEM:
         rows += conv_bn_rows(f"{SCOPE}/{tf_conv}", pt_conv)
-    for tf_scope, pt_prefix, layout, residual in BODY:
-        for tf_conv, pt_conv in layout:
+    for tf_scope, pt_prefix, layout, up in BODY:
+        for tf_conv, pt_conv, _ in layout:
             rows += conv_bn_rows(f"{SCOPE}/{tf_scope}/{tf_conv}", f"{pt_prefix}.{pt_conv}")
-        if residual:
+        if up is not None:
             rows += up_conv_rows(f"{SCOPE}/{tf_scope}/Conv2d_1x1", f"{pt_prefix}.conv2d")
     rows.append(Row(f"{SCOPE}/Bottleneck/weights", "last_linear.weight", "dense_io_to_oi"))
     rows += bn_rows(f"{SCOPE}/Bottleneck/BatchNorm", "last_bn")
@@ -180,6 +193,35 @@ def inception_resnet_v1_table(with_logits: bool) -> list[Row]:
         rows.append(Row("Logits/weights", "logits.weight", "dense_io_to_oi"))
         rows.append(Row("Logits/biases", "logits.bias", "identity"))
     return rows
+
+
+def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, tuple]:
+    """InceptionResNetV1(embedding_size, num_classes)'s state_dict shapes, from the layouts above
+    (no torch needed; tests check them against the PyTorch model for many sizes)."""
+    shapes: dict[str, tuple] = {}
+
+    def conv_bn(pt: str, hwio: tuple) -> None:
+        kh, kw, cin, cout = hwio
+        shapes[f"{pt}.conv.weight"] = (cout, cin, kh, kw)
+        shapes.update({f"{pt}.bn.{k}": (cout,) for k in ("weight", "bias", "running_mean", "running_var")})
+        shapes[f"{pt}.bn.num_batches_tracked"] = ()
+
+    for _, pt_conv, hwio in STEM:
+        conv_bn(pt_conv, hwio)
+    for _, pt_prefix, layout, up in BODY:
+        for _, pt_conv, hwio in layout:
+            conv_bn(f"{pt_prefix}.{pt_conv}", hwio)
+        if up is not None:
+            kh, kw, cin, cout = up
+            shapes[f"{pt_prefix}.conv2d.weight"] = (cout, cin, kh, kw)
+            shapes[f"{pt_prefix}.conv2d.bias"] = (cout,)
+    shapes["last_linear.weight"] = (embedding_size, FEATURES)
+    shapes.update({f"last_bn.{k}": (embedding_size,) for k in ("weight", "bias", "running_mean", "running_var")})
+    shapes["last_bn.num_batches_tracked"] = ()
+    if num_classes is not None:
+        shapes["logits.weight"] = (num_classes, embedding_size)
+        shapes["logits.bias"] = (num_classes,)
+    return shapes
 
 
 # Variables whose shapes fix the model's size (see loader.infer_sizes).

@@ -1,22 +1,24 @@
 """Write state_dicts atomically and byte-reproducibly, as `.pt` or `.safetensors`.
 
 Atomic: see models/atomic_io.py (temp file, fsync, rename; nothing half-written).
-Reproducible: tensors are made contiguous and keys sorted; `.pt` is serialized into memory so
-the zip archive's inner folder name does not depend on the temp file's name.
+Reproducible: keys are sorted and arrays made C-contiguous. `.pt` bytes come from our own writer
+of torch's zip format (converter/torch_zip.py: equal to torch.save's, but independent of the
+installed torch version and without importing torch); `.safetensors` from safetensors.numpy.
+State dicts may hold numpy arrays or torch tensors; torch is never imported here.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 from typing import Mapping
 
-import torch
+import numpy as np
 
 from models.atomic_io import (atomic_output, atomic_write_bytes, atomic_write_files,  # noqa: F401
                               sha256_bytes, sha256_file)  # (re-exported for the converter)
-from models.serialization import load_state_dict_file  # noqa: F401  (re-exported)
+
+from .torch_zip import torch_save_bytes
 
 SUFFIXES = (".pt", ".pth", ".safetensors")
 
@@ -30,25 +32,30 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, json_bytes(obj))
 
 
-def _canonical(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: state_dict[k].detach().cpu().contiguous() for k in sorted(state_dict)}
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    return value.detach().cpu().numpy()  # a torch.Tensor (the caller imported torch, not us)
 
 
-def serialize_state_dict(state_dict: Mapping[str, torch.Tensor], suffix: str) -> bytes:
+def _canonical(state_dict: Mapping) -> dict[str, np.ndarray]:
+    # (not np.ascontiguousarray: it turns a 0-d array such as num_batches_tracked into shape (1,))
+    return {k: np.require(_as_array(state_dict[k]), requirements="C") for k in sorted(state_dict)}
+
+
+def serialize_state_dict(state_dict: Mapping, suffix: str) -> bytes:
     """The exact bytes `write_state_dict` would write for a file ending in `suffix`."""
-    tensors = _canonical(state_dict)
+    if suffix not in SUFFIXES:
+        raise ValueError(f"unsupported output suffix {suffix!r}: use one of {', '.join(SUFFIXES)}")
+    arrays = _canonical(state_dict)
     if suffix == ".safetensors":
-        from safetensors.torch import save
+        from safetensors.numpy import save
 
-        return save(tensors, metadata={"format": "pt"})
-    if suffix in (".pt", ".pth"):
-        buf = io.BytesIO()
-        torch.save(tensors, buf)
-        return buf.getvalue()
-    raise ValueError(f"unsupported output suffix {suffix!r}: use one of {', '.join(SUFFIXES)}")
+        return save(arrays, metadata={"format": "pt"})
+    return torch_save_bytes(arrays)
 
 
-def write_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> str:
+def write_state_dict(state_dict: Mapping, path: str | os.PathLike) -> str:
     """Write atomically; the format follows the suffix. Returns the file's sha256."""
     data = serialize_state_dict(state_dict, Path(path).suffix)
     atomic_write_bytes(path, data)

@@ -9,6 +9,7 @@ from converter.convert import convert
 from converter.errors import ConversionError
 from converter.tf_graphs import save_checkpoint
 from converter.writer import sha256_file
+from models import InceptionResNetV1
 from models.serialization import load_state_dict_file
 from tests.conftest import run_cli
 
@@ -70,6 +71,23 @@ def test_safetensors_and_pt_give_identical_outputs(fixture512, converted512, tmp
     x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         assert torch.equal(model_from_state_dict(a)(x), model_from_state_dict(b)(x))
+
+
+def test_outputs_equal_what_torch_and_safetensors_torch_write(converted512, tmp_path):
+    """The converter writes without torch (converter/torch_zip.py, safetensors.numpy); its bytes
+    are exactly those torch.save / safetensors.torch.save write for the same tensors."""
+    import io
+
+    from safetensors.torch import save as st_save
+
+    sd = load_state_dict_file(converted512.output)
+    model = InceptionResNetV1(embedding_size=512, num_classes=17).state_dict()
+    assert {k: (v.dtype, v.shape) for k, v in sd.items()} == {k: (v.dtype, v.shape) for k, v in model.items()}
+    buf = io.BytesIO()
+    torch.save({k: sd[k] for k in sorted(sd)}, buf)
+    assert converted512.output.read_bytes() == buf.getvalue()
+    st = convert(converted512.source.path, tmp_path / "fx.safetensors")
+    assert st.output.read_bytes() == st_save({k: sd[k] for k in sorted(sd)}, metadata={"format": "pt"})
 
 
 def test_128d_model_without_logits(fixture128, tmp_path):
@@ -154,13 +172,15 @@ def test_pure_reader_is_byte_identical_to_tensorflow_on_the_fixture(fixture512, 
 
 
 def test_convert_works_without_tensorflow(fixture512, converted512, tmp_path):
-    """With `import tensorflow` failing, convert still reads the checkpoint (pure reader) and
-    writes the same bytes; a frozen .pb, which needs TF, fails with an actionable message."""
+    """With `import tensorflow` and `import torch` failing, convert still reads the checkpoint (pure
+    reader) and writes the same bytes (our torch-format writer); a frozen .pb, which needs TF, fails
+    with an actionable message."""
     import subprocess
     import sys
     from tests.conftest import REPO
     out = tmp_path / "no_tf.pt"
-    cmd = [sys.executable, str(REPO / "tools" / "without_tf.py"), "-m", "converter", "convert", "-q"]
+    cmd = [sys.executable, str(REPO / "tools" / "without_tf.py"), "--also", "torch", "-m", "converter",
+           "convert", "-q"]
     ok = subprocess.run([*cmd, str(fixture512.directory), "-o", str(out)], capture_output=True, text=True,
                         cwd=REPO)
     assert ok.returncode == 0, ok.stderr

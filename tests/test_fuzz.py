@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from converter.errors import ConversionError
-from converter.loader import arrays_to_state_dict, expected_shapes
-from converter.mapping import TF_SHAPE_FOR, TRANSFORMS, inception_resnet_v1_table
+from converter.loader import arrays_to_state_dict
+from converter.mapping import TF_SHAPE_FOR, TRANSFORMS, expected_shapes, inception_resnet_v1_table
+from models import InceptionResNetV1
 from models.detect import batched_nms
 from models.preprocessing import fixed_image_standardization, prewhiten, unfixed
 
@@ -60,15 +61,19 @@ def test_transforms_round_trip(data, transform):
     tf = TO_TF[transform](pt)
     assert TF_SHAPE_FOR[transform](shape) == tf.shape
     back = TRANSFORMS[transform](tf, shape)
-    assert back.dtype == torch.float32 and tuple(back.shape) == shape and back.is_contiguous()
-    assert torch.equal(back, pt)                                         # PT -> TF -> PT
-    np.testing.assert_array_equal(TO_TF[transform](back), tf)            # TF -> PT -> TF
+    assert back.dtype == np.float32 and back.shape == shape and back.flags.c_contiguous
+    assert not np.shares_memory(back, tf)                                # a new array, never a view
+    assert torch.equal(torch.from_numpy(back), pt)                       # PT -> TF -> PT
+    np.testing.assert_array_equal(TO_TF[transform](torch.from_numpy(back)), tf)  # TF -> PT -> TF
 
 
 @FAST
 @given(embedding=st.integers(1, 1024), classes=st.one_of(st.none(), st.integers(1, 20000)))
 def test_table_shapes_agree_with_the_model_for_any_size(embedding, classes):
     shapes = expected_shapes(embedding, classes)
+    with torch.device("meta"):   # the PyTorch model is the oracle for the table's torch-free shapes
+        model = InceptionResNetV1(embedding_size=embedding, num_classes=classes)
+    assert shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}
     table = inception_resnet_v1_table(with_logits=classes is not None)
     assert sorted(r.pt_key for r in table) == sorted(shapes)
     assert len({r.pt_key for r in table}) == len(table) == len(shapes)
@@ -262,10 +267,10 @@ def test_loader_output_owns_its_memory(fixture128_arrays):
     must not change when the caller later edits the arrays it passed."""
     arrays = {k: v.copy() for k, v in fixture128_arrays.items()}
     state_dict, _ = arrays_to_state_dict(arrays, "copy")
-    before = {k: v.clone() for k, v in state_dict.items()}
+    before = {k: v.copy() for k, v in state_dict.items()}
     for a in arrays.values():
         a[...] = 0
-    assert all(torch.equal(state_dict[k], before[k]) for k in before)
+    assert all(np.array_equal(state_dict[k], before[k]) for k in before)
 
 
 # --- the det*.npy reader on mutated files -------------------------------------------------------
