@@ -27,6 +27,14 @@ on the ATen path only; the oneDNN ops don't trace) and optimize_for_inference (i
 rewrite was 20% slower); torch.compile (inductor emits the same oneDNN calls: slower than this
 module at both batch sizes, after 5-35 s of compiling; see benchmarks/bench_inference.py).
 
+What limits batch 1: each oneDNN conv call costs ~35-45 us before any arithmetic (primitive
+descriptor, memory descriptors, scratchpad allocation; measured on a 16->16 1x1 conv over a 4x4 map,
+where ATen's conv takes 4.5 us and addmm 5 us), and a forward makes ~100 of them: ~4 ms of its
+~22 ms. Tried against it, in-model at batch 1 / 32 (11 interleaved rounds, noise about +-3%): every
+1x1 conv as an addmm on the NHWC view (+1% / -2%), merged 1x1 heads (+3% / 0%), both (+1%), ATen's
+conv for all maps <= 400 pixels (+5% in one run, not repeatable), OMP_WAIT_POLICY / GOMP_SPINCOUNT /
+OMP_PROC_BIND (within noise). None kept: no change beyond the noise.
+
 `dtype=torch.bfloat16` keeps conv weights and activations in bfloat16 (float32 accumulation inside
 oneDNN/cuDNN). The first conv (3->32, 0.4% of the FLOPs) stays float32 so the image isn't rounded,
 and the head (average pool, bottleneck, logits, L2 normalisation) runs in float32: float32 in and
