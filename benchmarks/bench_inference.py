@@ -1,5 +1,6 @@
 """Inference throughput, side by side in one process: TensorFlow frozen graph, onnxruntime (its tf2onnx
-export), PyTorch plain, `fuse(float32)`, `fuse(bfloat16)`; images/s at batch 1 and 32, 160x160.
+export), PyTorch plain, `fuse(float32)`, `fuse(impl="graph")` (oneDNN Graph, compiled per batch size
+before timing; compile time reported), `fuse(bfloat16)`; images/s at batch 1 and 32, 160x160.
 
     python -m benchmarks.bench_inference [--tf-pb MODEL.pb [--pt-weights MODEL.pt]] [--json OUT.json]
 
@@ -246,6 +247,7 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         fused16 = model.fuse(torch.bfloat16)
         out["fuse_bf16_s"] = round(time.perf_counter() - t0, 3)
     out["bf16_warnings"] = [str(w.message) for w in caught]
+    graph32 = model.fuse(impl="graph")  # oneDNN Graph: compiled on the first call of each batch size
 
     # parity on one batch of 16 random images
     gen = torch.Generator().manual_seed(seed + 7)
@@ -254,7 +256,9 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         ref = model(xp)
         e32 = fused32(xp)
         e16 = fused16(xp)
+        eg = graph32(xp)
     parity = {"fused_fp32_vs_plain_max_abs": (e32 - ref).abs().max().item(),
+              "graph_fp32_vs_plain_max_abs": (eg - ref).abs().max().item(),
               "bf16_vs_plain_fp32_min_cos": F.cosine_similarity(e16, ref).min().item(),
               "bf16_vs_plain_fp32_max_abs": (e16 - ref).abs().max().item()}
     if tf_run is not None:
@@ -285,7 +289,12 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
             fns["onnxruntime"] = lambda: ort_run(x_nhwc)
         fns["torch_plain"] = lambda: model(x)
         fns["torch_fused_fp32"] = lambda: fused32(x)
+        fns["torch_fused_fp32_graph"] = lambda: graph32(x)
         fns["torch_fused_bf16"] = lambda: fused16(x)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            graph32(x)
+            out.setdefault("graph_compile_s", {})[str(b)] = round(time.perf_counter() - t0, 1)
         if compiled is not None:
             with torch.inference_mode():
                 t0 = time.perf_counter()
@@ -358,6 +367,8 @@ def format_table(out: dict) -> str:
     lines.append(f"load average before {out['load_avg_before']}, after {out['load_avg_after']}; "
                  f"{out['rounds']} interleaved rounds of ~{out['round_s']} s per variant")
     lines.append("parity: " + ", ".join(f"{k} {v:.7g}" if "cos" in k else f"{k} {v:.3g}" for k, v in out["parity"].items()))
+    if out.get("graph_compile_s"):
+        lines.append(f"fuse(impl='graph') first call = compile (s, per batch size): {out['graph_compile_s']}")
     if out.get("compile_s"):
         lines.append(f"torch.compile time (s, per batch size): {out['compile_s']}")
     for w in out.get("bf16_warnings", []):

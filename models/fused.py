@@ -64,7 +64,7 @@ from .inception_resnet_v1 import BasicConv2d, l2_normalize
 __all__ = ["fuse_inception", "FusedInceptionResNetV1", "check_dtype_supported", "native_cpu_bf16"]
 
 _CL = torch.channels_last
-_IMPLS = ("auto", "onednn", "aten")
+_IMPLS = ("auto", "onednn", "aten", "graph")
 _MAX_PACKED_SHAPES = 4  # input (C, H, W) shapes whose prepacked weights each conv keeps
 _PACK_LOCK = threading.Lock()
 # Convs whose output has at most this many pixels (N*H*W) go to ATen's own conv (im2col + MKL GEMM
@@ -350,12 +350,13 @@ def _as_list(m: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl: str = "auto",
-                   merge_1x1: bool = False, workers: int | str = "auto") -> FusedInceptionResNetV1:
+                   merge_1x1: bool = False, workers: int | str = "auto") -> nn.Module:
     """An inference-only copy of `model` (an InceptionResNetV1) with BatchNorm folded; see module doc.
 
     dtype: torch.float32, or torch.bfloat16 / torch.float16 (raises where the device can't run it).
     impl: 'auto' = 'onednn' on CPU (prepacked weights, fused post-ops), 'aten' elsewhere (CUDA);
-      'onednn' raises where oneDNN isn't available.
+      'onednn' raises where oneDNN isn't available; 'graph' = oneDNN Graph compiled per input shape
+      (CPU, float32; fastest at small batches after a ~3 s compile per shape: models/onednn_graph.py).
     merge_1x1: run each block's parallel 1x1 convs as one conv (measured slower on CPU; off).
     workers: see FusedInceptionResNetV1 (CPU batch splitting; 'auto', an int, or 1 for off).
     The model is read, never modified; the copy lives on the model's device.
@@ -366,6 +367,13 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
         device = next(model.parameters()).device
     except StopIteration:
         raise ValueError("model has no parameters") from None
+    if impl == "graph":
+        if dtype != torch.float32 or merge_1x1 or workers != "auto":
+            raise ValueError("impl='graph' (oneDNN Graph) takes no dtype other than torch.float32, "
+                             "and no merge_1x1 / workers")
+        from .onednn_graph import GraphInceptionResNetV1
+
+        return GraphInceptionResNetV1(model)
     check_dtype_supported(dtype, device)
     if impl == "auto":
         impl = "onednn" if device.type == "cpu" and _onednn_ok() else "aten"
