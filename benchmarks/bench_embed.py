@@ -5,7 +5,8 @@ jittered, for --detect); the model is a seeded random-init InceptionResNetV1 (sp
 on the weights' values). Reported:
 
 - ``embed_crops_images_per_s``: the pipeline in process (decode, resize, standardize, model), batch 64,
-  after one warm-up batch;
+  after one warm-up batch, with the default engine (``model.fuse()``); ``embed_crops_plain_images_per_s``:
+  the same with ``engine='plain'`` (the model as converted), timed right after it;
 - ``embed_crops_cli_images_per_s`` / ``embed_crops_cli_wall_s``: the console script end to end,
   including interpreter start, torch import and weight loading;
 - ``embed_detect_images_per_s``: photos -> MTCNN on the main process (batched by size) -> model;
@@ -128,6 +129,9 @@ def run(report: dict, n_crops: int = 128, n_photos: int = 16, batch_size: int = 
         emb = Embedder(model, "fixed", device="cpu", batch_size=batch_size)
         secs, n = _time_embed(emb, tmp / "crops")
         report["embed_crops_images_per_s"] = round(n / secs, 2)
+        secs, n = _time_embed(Embedder(model, "fixed", device="cpu", batch_size=batch_size, engine="plain"),
+                              tmp / "crops")
+        report["embed_crops_plain_images_per_s"] = round(n / secs, 2)
 
         wall = _cli("embed", tmp / "crops", "-o", tmp / "crops.npz", "--weights", weights,
                     "--batch-size", batch_size, "--device", "cpu", "-q")

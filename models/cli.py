@@ -34,6 +34,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="input standardization (default: the registry entry's; 'fixed' for --weights)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    g.add_argument("--engine", choices=("fused", "plain", "graph"), default="fused",
+                   help="fused: model.fuse(), BatchNorm folded, same embeddings to ~1e-6 (default); plain: "
+                        "the model as converted; graph: oneDNN Graph, compiled per batch shape (CPU)")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="DataLoader worker processes (default: 0 on CPU, min(4, cores) with CUDA)")
     g.add_argument("--detect", action="store_true",
@@ -119,7 +122,7 @@ def _embedder(args, flip: bool = False, selection_method: str | None = None):
         workers = 0 if device == "cpu" else min(4, os.cpu_count() or 1)
     emb = Embedder(lm.model, lm.standardization, device=device, batch_size=args.batch_size, num_workers=workers,
                    image_size=args.image_size, detect=args.detect, margin=args.margin, flip=flip,
-                   selection_method=selection_method, progress=not args.quiet)
+                   selection_method=selection_method, engine=args.engine, progress=not args.quiet)
     if args.detect:
         try:
             emb.detector

@@ -204,6 +204,9 @@ def load_embeddings(path) -> EmbedResult:
                            root=root, meta=json.loads(str(z["meta"])))
 
 
+ENGINES = ("fused", "plain", "graph")
+
+
 class Embedder:
     """Embeds folders, path lists or in-memory crops with one model.
 
@@ -212,17 +215,26 @@ class Embedder:
     with any callable taking a list of RGB PIL images and returning a (3, S, S) [0, 255] crop or
     None for each. ``flip=True`` appends the embedding of the horizontally flipped crop (2*D values per image,
     as Sandberg's ``--use_flipped_images``).
+    ``engine``: 'fused' (default) runs ``model.fuse()`` -- BatchNorm folded, oneDNN on CPU, the same
+    embeddings as the plain model to ~1e-6, 1.6x faster at batch 64 on CPU; 'plain' runs the model
+    as given; 'graph' runs ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once per batch
+    shape, ~3-7 s each: pays off on long runs at a fixed batch size).
     """
 
     def __init__(self, model: InceptionResNetV1, standardization: str = DEFAULT_STANDARDIZATION, device=None,
                  batch_size: int = 64, num_workers: int = 0, image_size: int = 160, detect: bool = False,
                  detector: Callable | None = None, margin: int = 14, selection_method: str | None = None,
-                 flip: bool = False,
+                 flip: bool = False, engine: str = "fused",
                  progress: bool = False, max_pixels: int | None = MAX_PIXELS):
         if standardization not in STANDARDIZATIONS:
             raise ValueError(f"unknown standardization {standardization!r}; expected one of {STANDARDIZATIONS}")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        if engine != "plain":   # fused on the target device (oneDNN on CPU, ATen convs on CUDA)
+            self.model = self.model.fuse(impl="graph" if engine == "graph" else "auto")
+        self.engine = engine
         self.standardization = standardization
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -305,6 +317,6 @@ class Embedder:
         return self.embed_dataset(self.dataset(list(paths), labels=labels, strict=strict))
 
     def meta(self) -> dict:
-        return dict(standardization=self.standardization, image_size=self.image_size, detect=self.detect,
-                    margin=self.margin if self.detect else None, flip=self.flip,
+        return dict(standardization=self.standardization, engine=self.engine, image_size=self.image_size,
+                    detect=self.detect, margin=self.margin if self.detect else None, flip=self.flip,
                     embedding_size=self.model.embedding_size * (2 if self.flip else 1))

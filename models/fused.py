@@ -33,7 +33,8 @@ where ATen's conv takes 4.5 us and addmm 5 us), and a forward makes ~100 of them
 ~22 ms. Tried against it, in-model at batch 1 / 32 (11 interleaved rounds, noise about +-3%): every
 1x1 conv as an addmm on the NHWC view (+1% / -2%), merged 1x1 heads (+3% / 0%), both (+1%), ATen's
 conv for all maps <= 400 pixels (+5% in one run, not repeatable), OMP_WAIT_POLICY / GOMP_SPINCOUNT /
-OMP_PROC_BIND (within noise). None kept: no change beyond the noise.
+OMP_PROC_BIND (within noise). None kept: no change beyond the noise. What does remove that cost is
+compiling the graph once per input shape: `impl='graph'` (models/onednn_graph.py), 1.4x at batch 1.
 
 `dtype=torch.bfloat16` keeps conv weights and activations in bfloat16 (float32 accumulation inside
 oneDNN/cuDNN). The first conv (3->32, 0.4% of the FLOPs) stays float32 so the image isn't rounded,

@@ -117,6 +117,24 @@ def test_batched_equals_alone_and_matches_manual_pipeline(embedded, crops, model
     assert np.abs(cli_emb[0] - cli_emb[4]).max() > 1e-4      # (a random-init model: close, but 1000x the noise)
 
 
+def test_engines_agree_and_are_recorded(model, crops, weights, tmp_path):
+    """The default engine (model.fuse()), the plain model and oneDNN Graph give the same embeddings;
+    the engine is recorded in the output's metadata; an unknown engine is refused."""
+    faces = [Image.open(crops / "eileen" / n).convert("RGB") for n in ("face.jpg", "shifted.jpg", "wide.png",
+                                                                      "mirrored.jpg")]
+    out = {e: Embedder(model, "fixed", device="cpu", batch_size=4, engine=e) for e in ("fused", "plain", "graph")}
+    assert out["fused"].model is not model and out["plain"].model is model
+    emb = {e: m.embed_crops(faces) for e, m in out.items()}
+    np.testing.assert_allclose(emb["fused"], emb["plain"], atol=1e-6)
+    np.testing.assert_allclose(emb["graph"], emb["plain"], atol=1e-6)
+    with pytest.raises(ValueError, match="engine"):
+        Embedder(model, "fixed", device="cpu", engine="turbo")
+    res = run_cli("embed", crops, "-o", tmp_path / "plain.npz", "--weights", weights, "--engine", "plain", "-q")
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "plain.npz") as z:
+        assert json.loads(str(z["meta"]))["engine"] == "plain"
+
+
 def test_prewhiten_standardization_and_flip(model, crops):
     face = Image.open(crops / "eileen" / "face.jpg").convert("RGB")
     pw = Embedder(model, "prewhiten", device="cpu")
