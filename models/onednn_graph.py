@@ -12,7 +12,9 @@ while it is traced and for its first two runs (the profiling run and the one tha
 switch is a process-wide TorchScript flag, so it is restored right after. The logits or the L2
 normalisation run eagerly on the result. Each new input shape costs one compile (~3 s here), so this
 suits a fixed batch size (a service, a loader with a fixed batch); at most `max_shapes` compiled graphs
-are kept (least recently used dropped). Embeddings equal the plain model's to ~1e-6 (tests: <= 1e-5).
+are kept (least recently used dropped). Each holds its own frozen weights and oneDNN's packed copies:
+measured +364 MB resident for the first shape of the 512-d model, +215-230 MB for each further one.
+Embeddings equal the plain model's to ~1e-6 (tests: <= 1e-5).
 """
 from __future__ import annotations
 
