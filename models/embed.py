@@ -217,8 +217,8 @@ class Embedder:
     as Sandberg's ``--use_flipped_images``).
     ``engine``: 'fused' (default) runs ``model.fuse()`` -- BatchNorm folded, oneDNN on CPU, the same
     embeddings as the plain model to ~1e-6, 1.6x faster at batch 64 on CPU; 'plain' runs the model
-    as given; 'graph' runs ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once per batch
-    shape, ~3-7 s each: pays off on long runs at a fixed batch size).
+    as given; 'graph' runs ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once for the
+    batch shape, ~3-7 s, short batches padded to it: pays off on long runs).
     """
 
     def __init__(self, model: InceptionResNetV1, standardization: str = DEFAULT_STANDARDIZATION, device=None,
@@ -261,10 +261,18 @@ class Embedder:
             d = self.model.embedding_size * (2 if self.flip else 1)
             return np.zeros((0, d), np.float32)
         x = x.to(self.device, non_blocking=True)
-        emb = self.model(x)
+        emb = self._run(x)
         if self.flip:
-            emb = torch.cat([emb, self.model(torch.flip(x, dims=[-1]))], dim=1)
+            emb = torch.cat([emb, self._run(torch.flip(x, dims=[-1]))], dim=1)
         return emb.float().cpu().numpy()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        if self.engine == "graph" and n < self.batch_size:
+            # a short (last) batch is padded to the batch size: one compiled shape, not a new
+            # compile of several seconds; images are independent, so the padding can't change them
+            x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+        return self.model(x)[:n]
 
     def embed_crops(self, images: Sequence) -> np.ndarray:
         """In-memory RGB crops (PIL images or HWC uint8 arrays) → embeddings, in order."""

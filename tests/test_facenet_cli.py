@@ -127,6 +127,9 @@ def test_engines_agree_and_are_recorded(model, crops, weights, tmp_path):
     emb = {e: m.embed_crops(faces) for e, m in out.items()}
     np.testing.assert_allclose(emb["fused"], emb["plain"], atol=1e-6)
     np.testing.assert_allclose(emb["graph"], emb["plain"], atol=1e-6)
+    # a short batch is padded to the batch size: the same embeddings, no second compiled shape
+    np.testing.assert_allclose(out["graph"].embed_crops(faces[:3]), emb["plain"][:3], atol=1e-6)
+    assert out["graph"].model.compiled_shapes == [(4, 3, 160, 160)]
     with pytest.raises(ValueError, match="engine"):
         Embedder(model, "fixed", device="cpu", engine="turbo")
     res = run_cli("embed", crops, "-o", tmp_path / "plain.npz", "--weights", weights, "--engine", "plain", "-q")
