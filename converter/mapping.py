@@ -200,11 +200,17 @@ def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, t
     (no torch needed; tests check them against the PyTorch model for many sizes)."""
     shapes: dict[str, tuple] = {}
 
-    def conv_bn(pt: str, hwio: tuple) -> None:
+    def oihw(hwio: tuple) -> tuple:
         kh, kw, cin, cout = hwio
-        shapes[f"{pt}.conv.weight"] = (cout, cin, kh, kw)
-        shapes.update({f"{pt}.bn.{k}": (cout,) for k in ("weight", "bias", "running_mean", "running_var")})
-        shapes[f"{pt}.bn.num_batches_tracked"] = ()
+        return (cout, cin, kh, kw)
+
+    def bn(pt: str, n: int) -> None:
+        shapes.update({f"{pt}.{k}": (n,) for k in ("weight", "bias", "running_mean", "running_var")})
+        shapes[f"{pt}.num_batches_tracked"] = ()
+
+    def conv_bn(pt: str, hwio: tuple) -> None:  # BasicConv2d: .conv (no bias) + .bn
+        shapes[f"{pt}.conv.weight"] = oihw(hwio)
+        bn(f"{pt}.bn", hwio[3])
 
     for _, pt_conv, hwio in STEM:
         conv_bn(pt_conv, hwio)
@@ -212,12 +218,10 @@ def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, t
         for _, pt_conv, hwio in layout:
             conv_bn(f"{pt_prefix}.{pt_conv}", hwio)
         if up is not None:
-            kh, kw, cin, cout = up
-            shapes[f"{pt_prefix}.conv2d.weight"] = (cout, cin, kh, kw)
-            shapes[f"{pt_prefix}.conv2d.bias"] = (cout,)
+            shapes[f"{pt_prefix}.conv2d.weight"] = oihw(up)
+            shapes[f"{pt_prefix}.conv2d.bias"] = (up[3],)
     shapes["last_linear.weight"] = (embedding_size, FEATURES)
-    shapes.update({f"last_bn.{k}": (embedding_size,) for k in ("weight", "bias", "running_mean", "running_var")})
-    shapes["last_bn.num_batches_tracked"] = ()
+    bn("last_bn", embedding_size)
     if num_classes is not None:
         shapes["logits.weight"] = (num_classes, embedding_size)
         shapes["logits.bias"] = (num_classes,)
