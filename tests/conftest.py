@@ -1,5 +1,6 @@
 """Session-scoped fixtures: Sandberg-format model directories built by our TF builder (once per
-run), and their conversions. Everything is made here; nothing comes from outside the repo."""
+run), their conversions, and real data (Sandberg's det*.npy, facenet-pytorch's wheel) fetched
+sha256-checked into a cache outside the checkout. A session that changes `git status` fails."""
 from __future__ import annotations
 
 import os
@@ -10,9 +11,18 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The shared helpers live in tests/helpers.py; these names stay importable from here too.
+from tests.helpers import (  # noqa: F401
+    REPO,
+    cache_dir,
+    copy_checkpoint,
+    mtcnn_params,
+    run_cli,
+    tree_snapshot,
+    write_det_npy,
+)
 
-REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @pytest.fixture(scope="session")
@@ -45,26 +55,6 @@ def fixture512_arrays(fixture512):
     return read_checkpoint_tf(fixture512.checkpoint_prefix)
 
 
-def run_cli(*args, module="converter", env=None, timeout=600):
-    """Run a console entry point as a user would; returns CompletedProcess (text)."""
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=REPO)
-
-
-def copy_checkpoint(fixture, dest: Path, with_meta=False, with_pb=False) -> Path:
-    """Copy a fixture's checkpoint files (optionally its meta graph / frozen graph) into dest."""
-    dest.mkdir(parents=True, exist_ok=True)
-    prefix = fixture.checkpoint_prefix
-    for f in prefix.parent.glob(prefix.name + ".*"):
-        shutil.copy(f, dest / f.name)
-    if with_meta:
-        shutil.copy(fixture.meta_graph, dest)
-    if with_pb:
-        shutil.copy(fixture.frozen_graph, dest)
-    return dest / prefix.name
-
-
 # --- shared by the reliability battery (test_bad_inputs, test_faults, test_pickle_safety, ...) ---
 
 @pytest.fixture(scope="session")
@@ -73,31 +63,6 @@ def fixture128_arrays(fixture128):
     from converter.sources import read_checkpoint_tf
 
     return read_checkpoint_tf(fixture128.checkpoint_prefix)
-
-
-def write_det_npy(path: Path, params: dict) -> Path:
-    """Write {layer: {param: array}} the way Sandberg's det*.npy are stored: a pickled 0-d object array."""
-    import numpy as np
-
-    payload = np.empty((), dtype=object)
-    payload[()] = params
-    with open(path, "wb") as f:
-        np.save(f, payload, allow_pickle=True)
-    return path
-
-
-def mtcnn_params(seed: int = 0) -> dict:
-    """Random det1/det2/det3 contents with the real layer names and shapes: net -> layer -> param -> array."""
-    import numpy as np
-
-    from converter.mtcnn_mapping import MTCNN_TABLE
-
-    rng = np.random.default_rng(seed)
-    params: dict = {}
-    for row in MTCNN_TABLE:
-        params.setdefault(row.net, {}).setdefault(row.src_layer, {})[row.src_param] = (
-            rng.standard_normal(row.src_shape).astype(np.float32) * 0.1)
-    return params
 
 
 @pytest.fixture(scope="session")
@@ -112,9 +77,93 @@ def mtcnn_npy_dir(tmp_path_factory):
     return root
 
 
-def tree_snapshot(root: Path) -> dict:
-    """{relative path: bytes} of every file under root (hidden temp files included)."""
-    root = Path(root)
-    if not root.exists():
-        return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+# --- real data: downloaded once into the cache outside the work tree (tests.helpers.cache_dir) ---
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """skimage.data.astronaut(): a real 512 x 512 RGB photo (uint8) with one face."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (the test extra) is not installed")
+    return skimage_data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def mtcnn_src():
+    """Sandberg's det1/det2/det3.npy, fetched sha256-checked into the cache (never into the checkout).
+    Needs the network on the first run; without it the tests that use it skip, saying why."""
+    from converter.errors import ConversionError
+    from converter.mtcnn_fetch import fetch_mtcnn_sources
+
+    try:
+        report = fetch_mtcnn_sources(cache_dir("mtcnn-sandberg"), timeout=5.0)
+    except ConversionError as e:
+        pytest.skip(f"Sandberg's det*.npy cannot be obtained here (no network?): {e}")
+    return Path(report.dest)
+
+
+FACENET_PYTORCH_WHEEL = ("facenet-pytorch==2.6.0", "facenet_pytorch-2.6.0-py3-none-any.whl",
+                         "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca")
+
+
+@pytest.fixture(scope="session")
+def facenet_pytorch_weights(tmp_path_factory):
+    """facenet-pytorch 2.6.0's own pnet/rnet/onet.pt, from its PyPI wheel (sha256-pinned, cached
+    outside the checkout); the wheel is opened as a zip, never installed or imported."""
+    import zipfile
+
+    from converter.writer import sha256_file
+
+    spec, name, digest = FACENET_PYTORCH_WHEEL
+    wheel = cache_dir("wheels") / name
+    if not (wheel.is_file() and sha256_file(wheel) == digest):
+        tmp = tmp_path_factory.mktemp("wheel")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+               "--disable-pip-version-check", "-d", str(tmp), spec]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as e:
+            pytest.skip(f"{spec} cannot be downloaded here (no package index?): {e}")
+        got = tmp / name
+        if not got.is_file() or sha256_file(got) != digest:
+            pytest.fail(f"pip downloaded {spec} but {name} is missing or its sha256 is not {digest}")
+        shutil.move(str(got), wheel)
+    out = tmp_path_factory.mktemp("facenet_pytorch")
+    with zipfile.ZipFile(wheel) as zf:
+        for net in ("pnet", "rnet", "onet"):
+            (out / f"{net}.pt").write_bytes(zf.read(f"facenet_pytorch/data/{net}.pt"))
+    return out
+
+
+# --- a run leaves the checkout as it found it ------------------------------------------------------
+
+def _git_status():
+    """`git status --porcelain` of the checkout (untracked files included), or None outside git."""
+    try:
+        r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config._git_status_before = _git_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_git_status_before", None)
+    if before is None:
+        return
+    after = _git_status()
+    if after != before:
+        changed = sorted(set((after or "").splitlines()) ^ set(before.splitlines()))
+        session.config._git_changed = changed
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    changed = getattr(config, "_git_changed", None)
+    if changed:
+        terminalreporter.write_line("FAILED: the test run changed the checkout (tests must write only to "
+                                    "temporary folders or the cache):", red=True)
+        for line in changed:
+            terminalreporter.write_line(f"    {line}")

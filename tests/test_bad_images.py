@@ -26,9 +26,8 @@ from PIL import Image
 
 from models.data import MAX_PIXELS, FaceDataset, ImageLoadError, load_image, make_loader
 from models.mtcnn import MTCNN
-from tests.conftest import REPO
+from tests.helpers import REPO
 
-skimage_data = pytest.importorskip("skimage.data")
 HUGE = 10_000
 
 
@@ -48,11 +47,6 @@ def _huge_jpeg(path: Path) -> Path:
             "im.paste((200, 40, 40), (2000, 2000, 6000, 6000)); im.save(sys.argv[1], quality=80)" % (HUGE, HUGE))
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
     return path
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage_data.astronaut()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import torch
 
 from converter import cli
 from converter.npy_source import SOURCE_FILES
-from tests.conftest import mtcnn_params, run_cli, tree_snapshot, write_det_npy
+from tests.helpers import mtcnn_params, run_cli, tree_snapshot, write_det_npy
 
 V1 = "InceptionResnetV1"
 REMOVED = f"{V1}/Repeat_1/block17_4/Branch_1/Conv2d_0c_7x1/weights"

@@ -11,7 +11,7 @@ from converter.tf_graphs import save_checkpoint
 from converter.writer import sha256_file
 from models import InceptionResNetV1
 from models.serialization import load_state_dict_file
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_model_dir_conversion_maps_every_variable(converted512, fixture512_arrays):
@@ -175,16 +175,10 @@ def test_convert_works_without_tensorflow(fixture512, converted512, tmp_path):
     """With `import tensorflow` and `import torch` failing, convert still reads the checkpoint (pure
     reader) and writes the same bytes (our torch-format writer); a frozen .pb, which needs TF, fails
     with an actionable message."""
-    import subprocess
-    import sys
-    from tests.conftest import REPO
     out = tmp_path / "no_tf.pt"
-    cmd = [sys.executable, str(REPO / "tools" / "without_tf.py"), "--also", "torch", "-m", "converter",
-           "convert", "-q"]
-    ok = subprocess.run([*cmd, str(fixture512.directory), "-o", str(out)], capture_output=True, text=True,
-                        cwd=REPO)
+    blocked = ("tensorflow", "torch")
+    ok = run_cli("convert", "-q", fixture512.directory, "-o", out, without=blocked)
     assert ok.returncode == 0, ok.stderr
     assert out.read_bytes() == converted512.output.read_bytes()
-    pb = subprocess.run([*cmd, str(fixture512.frozen_graph), "-o", str(tmp_path / "pb.pt")],
-                        capture_output=True, text=True, cwd=REPO)
+    pb = run_cli("convert", "-q", fixture512.frozen_graph, "-o", tmp_path / "pb.pt", without=blocked)
     assert pb.returncode == 2 and "needs TensorFlow" in pb.stderr and "pip install" in pb.stderr

@@ -3,9 +3,6 @@
 A seeded random-init InceptionResNetV1 saved to a .pt stands in for converted weights; the
 images are crops of scikit-image's astronaut photo (a real face)."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +14,14 @@ from models.cli import DEFAULT_THRESHOLD, main
 from models.embed import Embedder, load_embeddings, load_model
 from models.inception_resnet_v1 import InceptionResNetV1
 from models.preprocessing import fixed_image_standardization, prewhiten, resize, to_tensor
+from tests import helpers
 
-REPO = Path(__file__).resolve().parents[1]
 FACE_BOX = (150, 20, 330, 200)      # Eileen Collins' face in skimage.data.astronaut()
 
 
 def run_cli(*args, timeout=240):
-    """Run the console script in a fresh process; returns the CompletedProcess."""
-    exe = REPO / ".venv" / "bin" / "facenet"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "models.cli"]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env=env)
+    """Run the `facenet` console script (`python -m models.cli`) in a fresh process."""
+    return helpers.run_cli(*args, module="models.cli", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +38,23 @@ def weights(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def astronaut():
-    skimage_data = pytest.importorskip("skimage.data")
-    return Image.fromarray(skimage_data.astronaut())
+def photo(astronaut):
+    return Image.fromarray(astronaut)
 
 
 @pytest.fixture(scope="module")
-def crops(astronaut, tmp_path_factory):
+def crops(photo, tmp_path_factory):
     """eileen/: the face, shifted, zoomed out, mirrored; shuttle/: not a face; a corrupt file."""
     root = tmp_path_factory.mktemp("crops")
     (root / "eileen").mkdir()
     (root / "shuttle").mkdir()
     x0, y0, x1, y1 = FACE_BOX
-    face = astronaut.crop(FACE_BOX)
+    face = photo.crop(FACE_BOX)
     face.save(root / "eileen" / "face.jpg", quality=95)
-    astronaut.crop((x0 + 12, y0 + 8, x1 + 12, y1 + 8)).save(root / "eileen" / "shifted.jpg", quality=95)
-    astronaut.crop((x0 - 20, y0 - 15, x1 + 20, y1 + 25)).save(root / "eileen" / "wide.png")
+    photo.crop((x0 + 12, y0 + 8, x1 + 12, y1 + 8)).save(root / "eileen" / "shifted.jpg", quality=95)
+    photo.crop((x0 - 20, y0 - 15, x1 + 20, y1 + 25)).save(root / "eileen" / "wide.png")
     ImageOps.mirror(face).save(root / "eileen" / "mirrored.jpg", quality=95)
-    astronaut.crop((350, 0, 470, 120)).save(root / "shuttle" / "nose.jpg", quality=95)
+    photo.crop((350, 0, 470, 120)).save(root / "shuttle" / "nose.jpg", quality=95)
     (root / "eileen" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     (root / "README.txt").write_text("not an image")
     return root
@@ -99,7 +91,7 @@ def test_embed_cli_writes_npz(embedded, crops):
     assert res.paths[0] == str(crops.resolve() / "eileen" / "face.jpg") and len(res.skipped) == 1
 
 
-def test_batched_equals_alone_and_matches_manual_pipeline(embedded, crops, model, astronaut):
+def test_batched_equals_alone_and_matches_manual_pipeline(embedded, crops, model, photo):
     _, out = embedded
     with np.load(out) as z:
         cli_emb = z["embeddings"]
@@ -152,11 +144,11 @@ def test_prewhiten_standardization_and_flip(model, crops):
     np.testing.assert_allclose(both[0, 512:], expected_flip, atol=1e-6)
 
 
-def test_detect_pipeline_tolerates_no_face(model, crops, astronaut, tmp_path):
+def test_detect_pipeline_tolerates_no_face(model, crops, photo, tmp_path):
     """--detect's plumbing with a stand-in detector: one face per photo, None for a blank one."""
     Image.new("RGB", (300, 200), (90, 90, 90)).save(tmp_path / "blank.jpg")
-    astronaut.save(tmp_path / "astronaut.png")
-    astronaut.save(tmp_path / "astronaut_copy.png")
+    photo.save(tmp_path / "astronaut.png")
+    photo.save(tmp_path / "astronaut_copy.png")
     calls = []
 
     def fake_mtcnn(images):
@@ -268,7 +260,7 @@ def test_bad_input_exit_code_from_console_script(tmp_path, weights):
 
 
 @pytest.fixture(scope="module")
-def small_lfw(astronaut, tmp_path_factory):
+def small_lfw(photo, tmp_path_factory):
     """A tiny LFW-like tree of real image content: 'people' are different regions of the photo."""
     root = tmp_path_factory.mktemp("lfw_small")
     regions = {"Eileen_Collins": FACE_BOX, "Space_Shuttle": (350, 0, 470, 120), "Flag_Stars": (0, 0, 110, 110),
@@ -276,7 +268,7 @@ def small_lfw(astronaut, tmp_path_factory):
     for name, (x0, y0, x1, y1) in regions.items():
         (root / name).mkdir()
         for k, (dx, dy) in enumerate([(0, 0), (6, 4), (-5, 6)], 1):
-            astronaut.crop((max(0, x0 + dx), max(0, y0 + dy), x1 + dx, y1 + dy)).resize((80, 80)).save(
+            photo.crop((max(0, x0 + dx), max(0, y0 + dy), x1 + dx, y1 + dy)).resize((80, 80)).save(
                 root / name / f"{name}_{k:04d}.jpg", quality=90)
     names = list(regions)
     lines = ["10\t1"]
@@ -307,10 +299,10 @@ def test_evaluate_lfw_cli(small_lfw, weights, tmp_path):
     assert res["metric"] == "angular" and res["flip"] is True and res["subtract_mean"] is True
 
 
-def test_embed_detect_cli(astronaut, weights, tmp_path):
+def test_embed_detect_cli(photo, weights, tmp_path):
     photos = tmp_path / "photos"
     (photos / "eileen").mkdir(parents=True)
-    small = astronaut.resize((256, 256))          # the face is still ~60 px; a small pyramid is quicker
+    small = photo.resize((256, 256))      # the face is still ~60 px; a small pyramid is quicker
     small.save(photos / "eileen" / "astronaut.jpg", quality=95)
     ImageOps.mirror(small).save(photos / "eileen" / "mirrored.jpg", quality=95)
     Image.new("RGB", (160, 120), (128, 128, 128)).save(photos / "blank.jpg")

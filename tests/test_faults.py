@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from converter import cli
-from tests.conftest import REPO, run_cli, tree_snapshot
+from tests.helpers import REPO, run_cli, tree_snapshot
 
 # Runs `facenet-convert ARGS` with os.fsync / os.replace turned into hooks: at the first call
 # that concerns a file in OUT_DIR, the process says so (creates READY) and sleeps until killed.

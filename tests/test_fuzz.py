@@ -28,6 +28,7 @@ from converter.mapping import TF_SHAPE_FOR, TRANSFORMS, expected_shapes, incepti
 from models import InceptionResNetV1
 from models.detect import batched_nms
 from models.preprocessing import fixed_image_standardization, prewhiten, unfixed
+from tests.helpers import greedy_nms
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=25, deadline=None,
@@ -94,24 +95,6 @@ def test_table_shapes_agree_with_the_model_for_any_size(embedding, classes):
 
 # --- NMS against a plain-Python greedy NMS --------------------------------------------------------
 
-def _overlap(a, b, mode):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
-    inter = iw * ih
-    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
-    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
-    return inter / (min(area_a, area_b) if mode == "min" else area_a + area_b - inter)
-
-
-def _brute_nms(boxes, scores, groups, threshold, mode):
-    order = sorted(range(len(boxes)), key=lambda i: (groups[i], -scores[i], i))
-    kept = []
-    for i in order:
-        if all(groups[k] != groups[i] or _overlap(boxes[k], boxes[i], mode) <= threshold for k in kept):
-            kept.append(i)
-    return kept
-
-
 coordinate = st.integers(0, 160).map(lambda v: v / 4)          # quarter pixels: exact in binary
 extent = st.integers(0, 80).map(lambda v: v / 4)
 
@@ -140,7 +123,7 @@ def test_batched_nms_equals_brute_force(det, threshold, mode):
                        torch.tensor(scores, dtype=torch.float64), torch.tensor(groups, dtype=torch.long),
                        threshold, mode)
     assert keep.dtype == torch.long
-    assert keep.tolist() == _brute_nms(boxes, scores, groups, threshold, mode.lower())
+    assert keep.tolist() == greedy_nms(boxes, scores, groups, threshold, mode.lower())
 
 
 def test_batched_nms_rejects_an_unknown_mode():

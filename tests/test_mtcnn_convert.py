@@ -27,8 +27,8 @@ from converter.npy_source import KNOWN_SHA256, load_mtcnn_sources, read_det_npy 
 from models.mtcnn import default_weights_dir  # noqa: E402
 from models.mtcnn_nets import NETS  # noqa: E402
 from models.serialization import load_state_dict_file  # noqa: E402
+from tests.helpers import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "checkpoints" / "mtcnn"
 
 # facenet-pytorch 2.6.0's state_dict keys, in module order (REFERENCE.md)
@@ -42,18 +42,6 @@ FACENET_PYTORCH_KEYS = {
 
 def _expand(names):
     return [f"{n}.{p}" for n in names for p in (("weight",) if n.startswith("prelu") else ("weight", "bias"))]
-
-
-@pytest.fixture(scope="session")
-def mtcnn_src():
-    """Sandberg's det*.npy (fetched once into the git-ignored checkpoints/tf/mtcnn)."""
-    from converter.mtcnn_fetch import fetch_mtcnn_sources
-
-    try:
-        report = fetch_mtcnn_sources(timeout=5.0)
-    except ConversionError as e:
-        pytest.skip(f"MTCNN sources cannot be obtained here: {e}")
-    return Path(report.dest)
 
 
 @pytest.fixture(scope="session")
@@ -268,32 +256,6 @@ def test_verify_cli_exit_codes(tmp_path, mtcnn_src, capsys):
 
 
 # ------------------------------------------------------------------ facenet-pytorch compatibility
-
-@pytest.fixture(scope="session")
-def facenet_pytorch_weights():
-    """facenet-pytorch 2.6.0's own pnet/rnet/onet.pt, from its PyPI wheel (cached, git-ignored)."""
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
-
-    cache = REPO / "checkpoints" / "tf" / "facenet-pytorch-2.6.0"
-    names = ("pnet.pt", "rnet.pt", "onet.pt")
-    if not all((cache / n).is_file() for n in names):
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                   "-d", tmp, "facenet-pytorch==2.6.0"]
-            try:
-                subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-                wheel = next(Path(tmp).glob("*.whl"))
-                cache.mkdir(parents=True, exist_ok=True)
-                with zipfile.ZipFile(wheel) as zf:
-                    for n in names:
-                        (cache / n).write_bytes(zf.read(f"facenet_pytorch/data/{n}"))
-            except Exception as e:  # no registry access, changed wheel layout, ...
-                pytest.skip(f"facenet-pytorch 2.6.0's weights cannot be obtained here: {e}")
-    return cache
-
 
 def test_facenet_pytorch_weights_are_ours(facenet_pytorch_weights):
     """Its released files load strictly into our nets, and hold exactly the values we convert."""

@@ -21,8 +21,7 @@ from models.detect import (
     sample_affine,
 )
 from models.mtcnn import MTCNN, ONet, PNet, RNet, load_net, weight_file
-
-skimage_data = pytest.importorskip("skimage.data")
+from tests.helpers import greedy_nms
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,11 +32,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage_data.astronaut()  # 512 x 512 x 3 uint8, one face
 
 
 @pytest.fixture(scope="module")
@@ -262,26 +256,6 @@ def test_nets_modules():
 
 # ----------------------------------------------------------------------------- building blocks
 
-def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str) -> list[int]:
-    """Plain sequential greedy NMS, the original's definition."""
-    x1, y1, x2, y2 = boxes.T
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = list(np.argsort(-scores, kind="stable"))
-    keep = []
-    while order:
-        i = order.pop(0)
-        keep.append(i)
-        rest = np.array(order, dtype=int)
-        if rest.size == 0:
-            break
-        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        o = inter / (np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter)
-        order = [j for j, oj in zip(rest.tolist(), o) if oj <= threshold]
-    return keep
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(0, 60),
@@ -298,11 +272,7 @@ def test_batched_nms_is_greedy_nms(n, groups, threshold, mode, seed):
     scores = rng.permutation(n).astype(np.float64) / max(n, 1)  # distinct: order is well defined
     g = rng.integers(0, groups, size=n)
     keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(g), threshold, mode)
-    expected = []
-    for grp in sorted(set(g.tolist())):
-        idx = np.flatnonzero(g == grp)
-        expected += [int(idx[k]) for k in _greedy_nms(boxes[idx], scores[idx], threshold, mode)]
-    assert keep.tolist() == expected
+    assert keep.tolist() == greedy_nms(boxes, scores, g, threshold, mode)
 
 
 def test_pyramid_and_box_algebra():

@@ -27,7 +27,7 @@ import torch
 from converter import cli
 from converter.errors import ConversionError
 from converter.npy_source import read_det_npy
-from tests.conftest import REPO, mtcnn_params
+from tests.helpers import REPO, mtcnn_params
 
 COMMITTED_MTCNN = REPO / "checkpoints" / "mtcnn"
 

@@ -14,7 +14,7 @@ import models.pretrained as pretrained
 import models.registry as registry
 from models.inception_resnet_v1 import InceptionResNetV1
 from models.pretrained import ChecksumError, Registry, resolve_inception_weights, resolve_mtcnn_weights
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 STEM = "fixture-512d-seed0-ci-fixture"
 REGISTRY = REPO / "checkpoints" / "registry.json"

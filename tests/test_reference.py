@@ -11,38 +11,18 @@ import torch
 
 from converter.errors import ConversionError
 from converter.reference import read_reference, verify_reference, write_reference
-from tests.conftest import REPO, run_cli
-
-# Run `python -m converter ARGS` with a meta path finder that refuses tensorflow; report whether
-# anything got it loaded anyway.
-BLOCKED_TF = r"""
-import importlib.abc, runpy, sys
-
-class BlockTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"No module named {name!r} (blocked for this test)")
-        return None
-
-sys.meta_path.insert(0, BlockTensorFlow())
-try:
-    import tensorflow  # noqa: F401
-except ImportError:
-    print("tensorflow import blocked")
-sys.argv = ["converter", *sys.argv[1:]]
-try:
-    runpy.run_module("converter", run_name="__main__", alter_sys=True)
-    code = 0
-except SystemExit as e:
-    code = e.code
-print("tensorflow loaded:", any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules))
-sys.exit(code)
-"""
+from tests.helpers import REPO, WITHOUT_TF, run_cli
 
 
-def run_without_tf(*args):
-    return subprocess.run([sys.executable, "-c", BLOCKED_TF, *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+def test_the_tensorflow_blocker_blocks(tmp_path):
+    """tools/without_tf.py, which the no-TensorFlow tests rely on, really makes `import tensorflow` fail."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\ntry:\n    import tensorflow\nexcept ImportError as e:\n    print('blocked:', e)\n"
+                     "print('loaded:', any(m.split('.')[0] == 'tensorflow' for m in sys.modules))\n")
+    res = subprocess.run([sys.executable, str(WITHOUT_TF), str(probe)], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "blocked: No module named 'tensorflow'" in res.stdout and "loaded: False" in res.stdout
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +68,9 @@ def test_verify_against_reference_equals_live_verify(reference, fixture512, conv
 
 def test_cli_verify_reference_works_with_tensorflow_blocked(reference, converted512, tmp_path):
     report = tmp_path / "parity.json"
-    res = run_without_tf("verify", "--reference", reference[0], converted512.output, "--report", report)
+    res = run_cli("verify", "--reference", reference[0], converted512.output, "--report", report,
+                  without=("tensorflow",))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "tensorflow import blocked" in res.stdout and "tensorflow loaded: False" in res.stdout
     assert "PASS" in res.stdout and "recorded in ref.h5" in res.stdout
     parity = json.loads(report.read_text())
     assert parity["passed"] and len(parity["layers"]) == 15

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from converter.regenerate import CHECKPOINTS, check, regenerate, update_registry
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 FIXTURE_ID = "inception_resnet_v1.ci-fixture"
 SANDBERG_IDS = {"inception_resnet_v1.vggface2", "inception_resnet_v1.casia-webface",

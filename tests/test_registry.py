@@ -7,7 +7,7 @@ import torch
 
 from models.inception_resnet_v1 import InceptionResNetV1
 from models.registry import Registry, default_registry, registry_path, validate_registry
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SANDBERG = {  # REFERENCE.md: name -> (tag, training set, embedding, classes, LFW, preprocessing)
     "20180402-114759": ("vggface2", "VGGFace2", 512, 8631, 0.9965, "fixed"),

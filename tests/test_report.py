@@ -6,7 +6,7 @@ import pytest
 
 from converter.report import reading, render_report, report_inputs, round_sig, sci
 from converter.verify import verify
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +89,7 @@ def test_round_sig():
 def test_committed_sample_report_is_what_the_renderer_makes(tmp_path):
     """checkpoints/reports/ (the CI fixture's audit, committed for reviewers) re-renders to the same
     Markdown from its committed parity and conversion JSON."""
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     reports = REPO / "checkpoints" / "reports"
     stem = "inception_resnet_v1.ci-fixture"

@@ -7,7 +7,6 @@ import pickletools
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converter.torch_zip import torch_save_bytes
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_]
 
 

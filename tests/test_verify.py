@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from converter.verify import verify
-from tests.conftest import copy_checkpoint, run_cli
+from tests.helpers import copy_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
