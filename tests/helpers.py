@@ -104,3 +104,62 @@ def greedy_nms(boxes, scores, groups, threshold: float, mode: str) -> list[int]:
         if all(groups[k] != groups[i] or box_overlap(boxes[k], boxes[i], mode) <= threshold for k in kept):
             kept.append(i)
     return kept
+
+
+# --- seeded random InceptionResNetV1 for the fused / oneDNN-graph paths ---------------------------
+
+FP32_TOL = 1e-5  # max abs difference allowed between the plain model and a float32 fast path
+
+
+def random_model(embedding_size: int, num_classes: int | None, seed: int):
+    """Seeded random weights that keep activations alive: He-scaled convs, BatchNorm statistics
+    calibrated on random images (so embeddings really depend on the input), then every BN's
+    mean/variance/beta/gamma perturbed away from the calibrated values and from 0/1, so that
+    folding is really exercised (TF-slim BN has gamma=1; fold it generally anyway)."""
+    import torch
+
+    from models import InceptionResNetV1
+
+    torch.manual_seed(seed)
+    model = InceptionResNetV1(embedding_size=embedding_size, num_classes=num_classes)
+    g = torch.Generator().manual_seed(seed + 1)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                fan_in = mod.weight[0].numel()
+                mod.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=g)
+                if mod.bias is not None:
+                    mod.bias.normal_(0.0, 0.05, generator=g)
+        for bn in bns:
+            bn.momentum = 1.0  # one training-mode pass sets the running stats to the batch stats
+        model.train()
+        model(torch.randn(6, 3, 160, 160, generator=g))
+        model.eval()
+        for bn in bns:
+            n = bn.num_features
+            std = bn.running_var.sqrt()
+            bn.running_mean.add_(0.2 * std * torch.randn(n, generator=g))
+            bn.running_var.mul_(torch.rand(n, generator=g) * 0.8 + 0.6)
+            bn.bias.copy_(torch.randn(n, generator=g) * 0.2)
+            bn.weight.copy_(torch.rand(n, generator=g) * 0.8 + 0.6)
+            bn.momentum = 0.005
+    return model
+
+
+def model_snapshot(model):
+    """What fusing must not change: the state dict, training/classify flags, requires_grad."""
+    return ({k: v.clone() for k, v in model.state_dict().items()}, model.training, model.classify,
+            {k: v.requires_grad for k, v in model.named_parameters()})
+
+
+def assert_model_unchanged(model, snap):
+    import torch
+
+    state, training, classify, rg = snap
+    now = model.state_dict()
+    assert now.keys() == state.keys()
+    for k, v in state.items():
+        assert torch.equal(now[k], v), k
+    assert model.training == training and model.classify == classify
+    assert {k: v.requires_grad for k, v in model.named_parameters()} == rg

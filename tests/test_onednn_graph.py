@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from models.onednn_graph import GraphInceptionResNetV1
-from tests.test_fused import FP32_TOL, _assert_unchanged, _random_model, _snapshot
+from tests.helpers import FP32_TOL, assert_model_unchanged, model_snapshot, random_model
 
 
 @pytest.fixture(scope="module")
 def model128c():
-    return _random_model(128, 7, seed=3)
+    return random_model(128, 7, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def images():
 
 
 def test_graph_parity_shapes_and_flag(model128c, images):
-    snap = _snapshot(model128c)
+    snap = model_snapshot(model128c)
     graph = model128c.fuse(impl="graph")
     graph.max_shapes = 2
     assert isinstance(graph, GraphInceptionResNetV1) and graph.compiled_shapes == []
@@ -38,7 +38,7 @@ def test_graph_parity_shapes_and_flag(model128c, images):
         assert (graph(small) - ref_small).abs().max().item() <= FP32_TOL
     assert graph.compiled_shapes == [(1, 3, 160, 160), (1, 3, 112, 96)]  # least recently used dropped
     assert not torch.jit.onednn_fusion_enabled()   # switched on only while compiling
-    _assert_unchanged(model128c, snap)
+    assert_model_unchanged(model128c, snap)
     # copies drop the compiled graphs (a cache) and compile again where they run
     for other in (copy.deepcopy(graph), pickle.loads(pickle.dumps(graph))):
         assert other.compiled_shapes == []
