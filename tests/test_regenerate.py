@@ -19,12 +19,9 @@ def _snapshot(root):
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """A TF-source folder: MTCNN's det*.npy when this checkout has them (git-ignored), nothing else."""
-    src = tmp_path_factory.mktemp("tf")
-    dets = REPO / "checkpoints" / "tf" / "mtcnn"
-    if all((dets / f"det{i}.npy").is_file() for i in (1, 2, 3)):
-        shutil.copytree(dets, src / "mtcnn")
-    return src
+    """An empty TF-source folder: every Sandberg entry and MTCNN are absent, whatever this checkout
+    holds (the MTCNN branch has its own test with the fetched det*.npy)."""
+    return tmp_path_factory.mktemp("tf")
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +62,19 @@ def test_outputs_reports_and_manifest(regenerated, sources):
         assert "facenet-convert convert checkpoints/tf/" in manifest["entries"][entry_id]["command"]
         assert any(line.startswith(f"{entry_id}: ABSENT") for line in lines)
     mtcnn = manifest["entries"]["mtcnn.sandberg"]
-    if (sources / "mtcnn").is_dir():
-        committed = json.loads((REPO / "checkpoints" / "mtcnn" / "manifest.json").read_text())["files"]
-        assert {x["file"]: x["sha256"] for x in mtcnn["outputs"]} == \
-            {f"mtcnn/{k}": v["sha256"] for k, v in committed.items()}
-        assert mtcnn["parity"]["passed"]
-    else:
-        assert mtcnn["status"] == "absent" and "det1.npy" in mtcnn["reason"]
+    assert mtcnn["status"] == "absent" and "det1.npy" in mtcnn["reason"]
+
+
+def test_mtcnn_entry_from_the_real_sources(mtcnn_src, tmp_path):
+    """With Sandberg's det*.npy present, the MTCNN entry is converted to the committed files and verified."""
+    src = tmp_path / "tf"
+    shutil.copytree(mtcnn_src, src / "mtcnn")
+    result = regenerate(tmp_path / "out", src, only=["mtcnn.sandberg"], log=lambda _: None)
+    mtcnn = result.manifest["entries"]["mtcnn.sandberg"]
+    committed = json.loads((REPO / "checkpoints" / "mtcnn" / "manifest.json").read_text())["files"]
+    assert mtcnn["status"] == "converted" and mtcnn["parity"]["passed"]
+    assert {x["file"]: x["sha256"] for x in mtcnn["outputs"]} == \
+        {f"mtcnn/{k}": v["sha256"] for k, v in committed.items()}
 
 
 def test_check_passes_then_fails_when_a_committed_hash_is_altered(regenerated, fixture512, sources, tmp_path):
@@ -93,10 +96,12 @@ def test_check_passes_then_fails_when_a_committed_hash_is_altered(regenerated, f
     assert FIXTURE_ID in mismatch[0] and "f" * 64 in mismatch[0] and real in mismatch[0]
 
 
-def test_committed_manifest_matches_a_fresh_regeneration(fixture512):
-    """What CI runs (`make checkpoints-check`): the committed hashes still come out of the code."""
-    res = check(CHECKPOINTS / "manifest.json", out_root=CHECKPOINTS, fixture_source=fixture512.directory,
-                log=lambda _: None)
+def test_committed_manifest_matches_a_fresh_regeneration(fixture512, sources):
+    """What CI runs (`make checkpoints-check`): the committed hashes still come out of the code.
+    (Sources from an empty folder, not the checkout's checkpoints/tf: the MTCNN hashes are checked
+    by test_mtcnn_entry_from_the_real_sources.)"""
+    res = check(CHECKPOINTS / "manifest.json", out_root=CHECKPOINTS, src_root=sources,
+                fixture_source=fixture512.directory, log=lambda _: None)
     assert res.ok, "\n".join(res.problems) + "\n(run `make checkpoints` and commit the result)"
     assert any(line.startswith(f"{FIXTURE_ID}: model ok") for line in res.lines)
 
