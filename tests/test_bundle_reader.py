@@ -3,8 +3,8 @@
 TensorFlow writes the reference checkpoints (tf.compat.v1 Graph + Variables + Saver) and reads
 them back with tf.train.load_checkpoint; our reader must give byte-identical tensors. A small
 writer below crafts bundles TensorFlow would not write (big-endian, snappy-compressed index,
-corrupt entries); where TensorFlow can read those too, it checks them as well. Tests that need
-TensorFlow skip without it; the crafted-file tests do not need it.
+corrupt entries); TensorFlow cross-checks those too. The corruption tests start from TensorFlow's
+own file. Tests that need TensorFlow skip without it, saying so; the crafted-file tests do not.
 """
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ BLOCK = "InceptionResnetV1/Repeat/block35_1/Branch_0/Conv2d_1x1"
 
 
 def _tf():
-    tf = pytest.importorskip("tensorflow")
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow (the tf and test extras) is the reference here")
     return tf
 
 
@@ -323,24 +323,10 @@ def assert_matches_tf(prefix) -> dict:
 
 
 @pytest.fixture(scope="session")
-def main_ckpt(request, tmp_path_factory):
-    """TensorFlow's main checkpoint; without TensorFlow, a crafted one with the same key names
-    (so the corruption and property tests also run in a venv without TensorFlow)."""
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        prefix = str(tmp_path_factory.mktemp("crafted_main") / "model.ckpt")
-        rng = np.random.default_rng(0)
-        write_bundle(prefix, {
-            f"{BLOCK}/weights": rng.standard_normal((1, 1, 256, 32)).astype(np.float32),
-            f"{BLOCK}/BatchNorm/moving_mean": rng.standard_normal(32).astype(np.float32),
-            "global_step": np.int64(123456789012),
-            "i32": np.arange(-3, 9, dtype=np.int32).reshape(3, 4),
-            "names": np.array([b"a", b"", b"\x00\xff\xfe binary", b"q" * 300], dtype=object),
-            "scalar_str": np.array(b"hello", dtype=object),
-        }, per_block=16)
-        return prefix
-    return request.getfixturevalue("tf_ckpts")["main"]
+def main_ckpt(tf_ckpts):
+    """TensorFlow's main checkpoint: the corruption and property tests start from a file that
+    TensorFlow wrote (our crafted writer shares the crc code under test, so it cannot be the base)."""
+    return tf_ckpts["main"]
 
 
 @pytest.fixture
@@ -443,11 +429,19 @@ def test_crafted_bundles(tmp_path, variant):
             assert ours[name].tolist() == value.tolist()
         else:
             assert ours[name].tobytes() == value.tobytes()
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        return
-    theirs = _tf_tensors(prefix)  # TensorFlow reads our crafted bundle the same way
+
+
+@pytest.mark.parametrize("variant", ["plain", "big_endian", "snappy", "three_shards"])
+def test_tensorflow_reads_crafted_bundles_the_same_way(tmp_path, variant):
+    """The crafted writer is ours: TensorFlow reading its files confirms they are real bundles."""
+    _tf()
+    prefix = str(tmp_path / "crafted")
+    write_bundle(prefix, CRAFTED, num_shards=3 if variant == "three_shards" else 1,
+                 big_endian=variant == "big_endian", ctype=1 if variant == "snappy" else 0,
+                 per_block=2)
+    ours = read_checkpoint(prefix)
+    theirs = _tf_tensors(prefix)
+    assert sorted(ours) == sorted(theirs)
     for name, value in ours.items():
         assert_same(value, theirs[name], name)
 
