@@ -225,12 +225,21 @@ def test_compare_cli(crops, weights):
         assert p["same"] == (p["distance"] < DEFAULT_THRESHOLD)
 
 
-def test_compare_table_in_process(crops, weights, capsys):
-    a, b = crops / "eileen" / "face.jpg", crops / "eileen" / "shifted.jpg"
-    assert main(["compare", str(a), str(b), "--weights", str(weights), "--threshold", "4.5", "-q"]) == 0
-    out = capsys.readouterr().out
-    assert "same person if distance < 4.500" in out
-    assert out.strip().splitlines()[-1].endswith("same")            # every pair is within 4.5
+def test_compare_table_in_process(crops, tmp_path, capsys):
+    """The threshold decides: just above the pair's distance says "same", just below "different".
+    (Weights with calibrated BatchNorm statistics, whose embeddings really depend on the image.)"""
+    weights = tmp_path / "calibrated.pt"
+    torch.save(helpers.random_model(512, None, seed=0).state_dict(), weights)
+    a, b = crops / "eileen" / "face.jpg", crops / "shuttle" / "nose.jpg"
+    argv = ["compare", str(a), str(b), "--weights", str(weights), "-q"]
+    assert main(argv + ["--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["distances"][0][1]
+    assert 0.01 < d < 4                        # squared L2 between distinct unit vectors
+    for threshold, verdict in ((d * 1.01, "same"), (d * 0.99, "different")):
+        assert main(argv + ["--threshold", f"{threshold:.6f}"]) == 0
+        out = capsys.readouterr().out
+        assert f"same person if distance < {threshold:.3f}" in out
+        assert out.strip().splitlines()[-1].split()[-2:] == [f"{d:.4f}", verdict]
 
 
 @pytest.mark.parametrize("argv, fragment", [

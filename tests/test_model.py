@@ -34,11 +34,50 @@ def test_parameter_count_matches_facenet_pytorch():
     assert sum(p.numel() for p in m.parameters()) == 23_482_624
 
 
-def test_tf_matching_batchnorm_knobs(model):
-    assert model.conv2d_1a.bn.eps == 1e-3 and model.last_bn.eps == 1e-3
-    assert model.conv2d_1a.bn.momentum == pytest.approx(0.005)
-    custom = InceptionResNetV1(bn_eps=1e-5, bn_momentum=0.1)
-    assert custom.repeat_2[3].branch0.bn.eps == 1e-5 and custom.last_bn.momentum == 0.1
+def _tf_batch_norm(x, bn, eps):
+    """tf.nn.batch_normalization at inference, written out: (x - mean) / sqrt(var + eps) * gamma + beta."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return ((x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + eps)
+            * bn.weight.view(shape) + bn.bias.view(shape))
+
+
+def _small_variance_stats(bn, seed):
+    """Running variances near slim's epsilon, where 1e-3 and torch's default 1e-5 differ visibly."""
+    g = torch.Generator().manual_seed(seed)
+    n = bn.num_features
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+        bn.running_var.copy_(torch.rand(n, generator=g) * 2e-3 + 1e-4)
+        bn.weight.copy_(torch.rand(n, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("bn_eps", [None, 1e-5])
+def test_batchnorm_epsilon_behaves_like_slim(bn_eps):
+    """The default model normalizes with slim's epsilon 1e-3 (Sandberg's arg scope; docs/reference.md),
+    and a given bn_eps is the one used: outputs match the formula with that epsilon, not the other."""
+    kwargs = {} if bn_eps is None else {"bn_eps": bn_eps}
+    want, other = (1e-3, 1e-5) if bn_eps is None else (1e-5, 1e-3)
+    m = InceptionResNetV1(**kwargs).eval()
+    for bn, x in ((m.repeat_2[3].branch0.bn, torch.randn(2, 128, 5, 5)), (m.last_bn, torch.randn(4, 512))):
+        _small_variance_stats(bn, seed=x.dim())
+        with torch.no_grad():
+            y = bn(x)
+        torch.testing.assert_close(y, _tf_batch_norm(x, bn, want), rtol=1e-5, atol=1e-5)
+        assert (y - _tf_batch_norm(x, bn, other)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("bn_momentum", [None, 0.1])
+def test_batchnorm_momentum_is_one_minus_slim_decay(bn_momentum):
+    """Training updates running stats as slim does with decay 0.995: new = old + (1 - decay) * (batch - old)."""
+    kwargs = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
+    rate = 1 - 0.995 if bn_momentum is None else bn_momentum
+    bn = InceptionResNetV1(**kwargs).conv2d_1a.bn.train()
+    x = torch.randn(3, bn.num_features, 4, 4) * 2 + 1
+    old = bn.running_mean.clone()
+    with torch.no_grad():
+        bn(x)
+    torch.testing.assert_close(bn.running_mean, old + rate * (x.mean(dim=(0, 2, 3)) - old))
 
 
 @pytest.mark.parametrize("size", [75, 160, 199])
