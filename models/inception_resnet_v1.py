@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-# Sandberg's end points, in graph order (REFERENCE.md); `forward_end_points` returns them.
+# Sandberg's end points in graph order (his inception_resnet_v1.py); `forward_end_points` returns them.
 END_POINTS = (
     "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_3a_3x3", "Conv2d_3b_1x1",
     "Conv2d_4a_3x3", "Conv2d_4b_3x3", "Mixed_5a", "Mixed_6a", "Mixed_6b", "Mixed_7a",

@@ -135,7 +135,7 @@ def test_batched_nms_rejects_an_unknown_mode():
 # --- preprocessing against a float64 reference -------------------------------------------------
 
 def _prewhiten_ref(x: np.ndarray) -> np.ndarray:
-    """Per image, (x - mean) / max(std, 1/sqrt(n)), in float64 (REFERENCE.md)."""
+    """Per image, (x - mean) / max(std, 1/sqrt(n)), in float64 (docs/reference.md, "Preprocessing")."""
     x = np.asarray(x, np.float64)
     if x.ndim == 3:
         return (x - x.mean()) / max(x.std(), 1.0 / math.sqrt(x.size))

@@ -21,7 +21,7 @@ def test_table_covers_every_sandberg_variable_once(fixture512, fixture512_arrays
     tf_names = Counter(r.tf_name for r in table if r.tf_name is not None)
     assert max(tf_names.values()) == 1
     assert set(tf_names) == set(fixture512_arrays)
-    assert len(tf_names) == 492  # REFERENCE.md: 492 variables with Logits
+    assert len(tf_names) == 492  # docs/reference.md: 492 variables with Logits
 
 
 def test_logits_rows_are_optional():

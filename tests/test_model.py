@@ -5,7 +5,7 @@ import torch
 from models import InceptionResNetV1, InceptionResnetV1
 from models.inception_resnet_v1 import l2_normalize
 
-# REFERENCE.md: facenet-pytorch 2.6.0 attribute order
+# facenet-pytorch 2.6.0 attribute order (docs/reference.md, from its models/inception_resnet_v1.py)
 FACENET_PYTORCH_MODULES = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
                            "conv2d_4b", "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3",
                            "block8", "avgpool_1a", "dropout", "last_linear", "last_bn", "logits"]

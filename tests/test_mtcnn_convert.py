@@ -31,7 +31,7 @@ from tests.helpers import REPO  # noqa: E402
 
 COMMITTED = REPO / "checkpoints" / "mtcnn"
 
-# facenet-pytorch 2.6.0's state_dict keys, in module order (REFERENCE.md)
+# facenet-pytorch 2.6.0's state_dict keys, in module order (docs/reference.md, from its models/mtcnn.py)
 FACENET_PYTORCH_KEYS = {
     "pnet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "conv4_1", "conv4_2"],
     "rnet": ["conv1", "prelu1", "conv2", "prelu2", "conv3", "prelu3", "dense4", "prelu4", "dense5_1", "dense5_2"],

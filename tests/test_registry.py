@@ -9,7 +9,7 @@ from models.inception_resnet_v1 import InceptionResNetV1
 from models.registry import Registry, default_registry, registry_path, validate_registry
 from tests.helpers import REPO
 
-SANDBERG = {  # REFERENCE.md: name -> (tag, training set, embedding, classes, LFW, preprocessing)
+SANDBERG = {  # docs/reference.md ("The released models"): name -> (tag, training set, embedding, classes, LFW, preprocessing)
     "20180402-114759": ("vggface2", "VGGFace2", 512, 8631, 0.9965, "fixed"),
     "20180408-102900": ("casia-webface", "CASIA-WebFace", 512, 10575, 0.9905, "fixed"),
     "20170512-110547": ("ms-celeb-1m", "MS-Celeb-1M", 128, None, 0.992, "prewhiten"),
