@@ -43,3 +43,10 @@ checkpoints:
 
 checkpoints-check:
 	$(VPY) -m converter.regenerate --check --fetch-mtcnn
+
+# Mutation check: plant each of a handful of small bugs (mapping, model knobs, bundle reader,
+# writer, detector thresholds, preprocessing) in a temporary copy of the tree and run the tests
+# that must notice it; prints a table and fails unless every mutant is caught.
+.PHONY: mutate
+mutate:
+	$(VPY) tools/mutate.py

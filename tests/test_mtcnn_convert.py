@@ -188,6 +188,34 @@ def test_committed_weights_match_manifest():
         NETS[net]().load_state_dict(sd, strict=True)
 
 
+def _pt_key(layer: str, param: str, dense: bool) -> str:
+    """Sandberg's det*.npy layer/param -> facenet-pytorch key (docs/reference.md): 'PReLU1' ->
+    'prelu1', 'conv4-1' -> 'conv4_1', a fully connected 'convN' (2-D weights) -> 'denseN'."""
+    name = layer.lower().replace("-", "_")
+    if dense:
+        name = name.replace("conv", "dense")
+    return f"{name}.{'bias' if param == 'biases' else 'weight'}"
+
+
+def test_committed_weights_hold_the_det_npy_values(mtcnn_src):
+    """An independent re-derivation beside the committed sha256: numpy alone, from the facts in
+    docs/reference.md (Caffe-origin kernels: permute(3, 2, 1, 0); dense [in, out] -> [out, in];
+    PReLU alphas and biases as they are), equals every committed tensor exactly."""
+    for i, net in enumerate(("pnet", "rnet", "onet"), start=1):
+        params = np.load(mtcnn_src / f"det{i}.npy", allow_pickle=True, encoding="latin1").item()  # sha256-checked
+        expected = {}
+        for layer, ps in params.items():
+            dense = ps.get("weights", np.zeros(0)).ndim == 2
+            for param, a in ps.items():
+                a = a.transpose(3, 2, 1, 0) if a.ndim == 4 else a.T if a.ndim == 2 else a
+                expected[_pt_key(layer, param, dense)] = a
+        committed = load_state_dict_file(COMMITTED / f"{net}.pt")
+        assert sorted(committed) == sorted(expected), net
+        for k, a in expected.items():
+            assert committed[k].dtype == torch.float32 and committed[k].numpy().tobytes() == \
+                np.ascontiguousarray(a, np.float32).tobytes() and tuple(committed[k].shape) == a.shape, f"{net}.{k}"
+
+
 def test_regenerated_weights_are_byte_identical(tmp_path, mtcnn_src):
     report = convert_mtcnn(mtcnn_src, tmp_path, strict=True)
     assert report.warnings == []
