@@ -96,3 +96,25 @@ def test_committed_sample_report_is_what_the_renderer_makes(tmp_path):
     (r,) = report_inputs([reports / f"{stem}.parity.json"], out_dir=tmp_path)
     assert r.markdown.read_text() == (reports / f"{stem}.md").read_text()
     assert (reports / f"{stem}.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_committed_sample_report_agrees_with_tensorflow_here(fixture512, converted512):
+    """Beside the byte golden above: the committed figures are what TensorFlow gives on this
+    machine. A fresh verification of the same fixture (same batch and seed) must pass, name the
+    same end points and shapes, and see the same TF activation magnitudes (deterministic up to
+    float32 noise); its TF-PyTorch differences are float32 noise like the committed ones (within
+    a factor 10: they depend on the CPU's kernels), and the Markdown names the converted file's
+    sha256, which this checkout's conversion reproduces."""
+    from tests.helpers import REPO
+
+    reports = REPO / "checkpoints" / "reports"
+    stem = "inception_resnet_v1.ci-fixture"
+    committed = json.loads((reports / f"{stem}.parity.json").read_text())
+    fresh = verify(fixture512.directory, converted512.output, batch=committed["batch"], seed=committed["seed"])
+    assert committed["passed"] and fresh.passed
+    now = fresh.to_dict()
+    assert [(x["name"], x["shape"]) for x in now["layers"]] == [(x["name"], x["shape"]) for x in committed["layers"]]
+    for was, got in zip(committed["layers"], now["layers"]):
+        assert got["max_abs_tf"] == pytest.approx(was["max_abs_tf"], rel=1e-3), was["name"]
+        assert was["max_abs"] / 10 <= got["max_abs"] <= max(was["max_abs"] * 10, 1e-6), was["name"]
+    assert converted512.sha256 in (reports / f"{stem}.md").read_text()
