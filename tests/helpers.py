@@ -13,6 +13,33 @@ REPO = Path(__file__).resolve().parents[1]
 WITHOUT_TF = REPO / "tools" / "without_tf.py"  # the one TensorFlow (and torch) blocker
 
 
+def linux_only(why: str):
+    """Skip (saying why) where the test needs Linux: /proc, O_TMPFILE, RLIMIT_FSIZE, SIGKILL timing."""
+    import pytest
+
+    return pytest.mark.skipif(not sys.platform.startswith("linux"), reason=f"Linux only: {why}")
+
+
+def pinned_version(package: str) -> str | None:
+    """The `package==X` version pinned in pyproject.toml's dependencies, or None."""
+    import re
+
+    text = (REPO / "pyproject.toml").read_text()
+    m = re.search(rf'"{re.escape(package)}==([^"]+)"', text)
+    return m.group(1) if m else None
+
+
+def same_torch_as_pinned() -> tuple[bool, str]:
+    """(installed torch is the pinned one, reason to skip otherwise). Byte-for-byte comparisons
+    with torch.save hold for the torch release the writer follows; another release may pickle
+    differently without anything being wrong with the files (they still load: tested apart)."""
+    from importlib.metadata import version
+
+    pinned, installed = pinned_version("torch"), version("torch").split("+")[0]
+    return installed == pinned, (f"byte equality with torch.save is checked against torch {pinned} (pinned in "
+                                 f"pyproject.toml); torch {installed} is installed")
+
+
 def cache_dir(*parts: str) -> Path:
     """Where tests keep downloads between runs: $FACENET_TF2PT_CACHE, else ~/.cache/facenet-tf2pt.
     Outside the work tree, so a run never changes the checkout."""

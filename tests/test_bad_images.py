@@ -26,7 +26,7 @@ from PIL import Image
 
 from models.data import MAX_PIXELS, FaceDataset, ImageLoadError, load_image, make_loader
 from models.mtcnn import MTCNN
-from tests.helpers import REPO
+from tests.helpers import REPO, linux_only
 
 HUGE = 10_000
 
@@ -215,6 +215,7 @@ def _measure(*args) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@linux_only("peak memory is read from /proc/self/status (VmHWM)")
 def test_dataset_decodes_the_huge_photo_downscaled_in_bounded_memory(images):
     m = _measure("dataset", images["huge.jpg"])
     w, h = m["size"]
@@ -229,6 +230,7 @@ def test_dataset_decodes_the_huge_photo_downscaled_in_bounded_memory(images):
         f"{m['before_mb']:.0f} MB baseline (budget {budget_mb:.0f} MB): {m}")
 
 
+@linux_only("peak memory is read from /proc/self/status (VmHWM)")
 def test_mtcnn_memory_on_the_largest_frame_it_accepts():
     side = int(MAX_PIXELS ** 0.5)                 # what the dataset hands over for a huge photo
     m = _measure("mtcnn", side)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -23,7 +22,9 @@ import pytest
 import torch
 
 from converter import cli
-from tests.helpers import REPO, run_cli, tree_snapshot
+from tests.helpers import REPO, linux_only, run_cli, tree_snapshot
+
+LINUX_HOOKS = linux_only("the kill hooks read /proc/self/fd and rely on SIGKILL")
 
 # Runs `facenet-convert ARGS` with os.fsync / os.replace turned into hooks: at the first call
 # that concerns a file in OUT_DIR, the process says so (creates READY) and sleeps until killed.
@@ -80,6 +81,7 @@ def _kill_when_ready(proc: subprocess.Popen, ready: Path, timeout: float = 300) 
     assert proc.returncode == -signal.SIGKILL
 
 
+@LINUX_HOOKS
 @pytest.mark.parametrize("where", ["fsync", "replace"])
 def test_sigkill_while_writing_keeps_previous_output(where, fixture128, tmp_path):
     """fsync: the new bytes are written but not yet durable; replace: about to rename into place."""
@@ -103,6 +105,7 @@ def test_sigkill_while_writing_keeps_previous_output(where, fixture128, tmp_path
     assert "last_linear.weight" in torch.load(out_dir / "model.pt", weights_only=True)
 
 
+@LINUX_HOOKS
 def test_sigkill_during_mtcnn_write_keeps_previous_weights(mtcnn_npy_dir, tmp_path):
     out_dir = tmp_path / "mtcnn"
     before = _previous_mtcnn(out_dir)
@@ -147,10 +150,13 @@ def test_disk_full_keeps_previous_mtcnn_weights(mtcnn_npy_dir, tmp_path, monkeyp
     assert tree_snapshot(out_dir) == before, "a partial set of MTCNN weights was left"
 
 
+@linux_only("RLIMIT_FSIZE with SIGXFSZ ignored gives EFBIG as Linux does")
 def test_file_size_limit_is_a_clean_failure(fixture128, tmp_path):
     """A real kernel write error (RLIMIT_FSIZE: EFBIG past 1 MB), no patching: exit 2, old output kept."""
     out_dir = tmp_path / "out"
     before = _previous_outputs(out_dir)
+
+    import resource
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
