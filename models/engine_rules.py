@@ -1,25 +1,29 @@
 """Which engine `fuse(impl="auto")` runs, per CPU class, dtype and batch size, and why.
 
-Engines: "fused-onednn" (BatchNorm folded, prepacked oneDNN convs with fused post-ops),
-"fused-aten" (BatchNorm folded, ATen's convs), "graph" (oneDNN Graph compiled per input shape,
-models/onednn_graph.py). The rules are measurements, side by side in one process
-(`python -m benchmarks.engine_rules --batches 1,4,32`, x the plain model, 512-d model, 2 threads,
-2-core AMD EPYC VM; AVX2 class emulated on it with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2):
+Engines: "fused-onednn" (BatchNorm folded, prepacked oneDNN convs with fused post-ops, big batches
+split over single-threaded workers), "fused-aten" (BatchNorm folded, ATen's convs), "graph" (oneDNN
+Graph compiled per input shape, models/onednn_graph.py). The rules come from measurements:
 
-    class   batch  plain  fused-onednn  fused-aten  graph
-    avx512    1    1.00      1.71          1.66      2.39
-    avx512    4    1.00      1.65          1.57      2.02
-    avx512   32    1.00      1.74          1.71      1.72
-    avx2      1    1.00      1.24          1.26      2.26
-    avx2      4    1.00      1.32          1.33      1.84
-    avx2     32    1.00      1.49          1.49      1.48
+* `python -m benchmarks.engine_rules --batches 1,8,16,32` (512-d model, one process, 9 interleaved
+  rounds, best round, x the plain model), 2-core AMD EPYC VM with AVX-512, 2 torch threads, while
+  other jobs kept the load average near 8 (absolute figures meaningless, the order is what counts):
 
-(An AVX2 EPYC measured by the issue's reporter: batch 1 fuse() 0.43x TF vs plain 0.68x vs graph
-1.95x; batch 32 fuse() 1.27x, graph 1.30x -- graph first at batch 1 there too.)
-So: oneDNN Graph up to GRAPH_MAX_BATCH images per call (its per-shape compile, ~3 s, is paid once
-per batch size), the eager fused model above (equal to the graph within noise, no compile, any
-shape). CPU classes nobody measured (aarch64/NEON, others) get ATen's convs: the plain model's own
-kernels with BatchNorm folded away, so never more work than the plain model.
+      batch   fused-onednn  fused-aten  graph
+        1         2.93         2.48      6.16
+        8         1.44         1.08      1.78   (ratio of medians: 1.86 / 1.51 / 1.67)
+       16         5.16         3.15      1.98
+       32         4.22         3.73      1.85
+
+* the same machine, quiet (models/fused.py, models/onednn_graph.py, README "Performance"): graph
+  1.4x the eager fused model at batch 1, equal to it at batch 32;
+* an AVX2-only AMD EPYC (issue 12's report), x TF: batch 1 eager fused 0.43, plain 0.68, graph
+  1.95; batch 32 eager fused 1.27, graph 1.30.
+
+So: oneDNN Graph for up to GRAPH_MAX_BATCH images per call (its compile, ~3 s, is paid once per
+batch size), the eager fused model above it (as fast as the graph or faster, no compile, any shape,
+and far less hurt by a busy neighbour core). CPU classes nobody measured (aarch64/NEON, others) get
+ATen's convs: the plain model's own kernels with BatchNorm folded away, never more work than the
+plain model.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from .cpu_caps import CpuCaps
 
 __all__ = ["EngineDecision", "choose_engine", "GRAPH_MAX_BATCH"]
 
-# Largest batch per call that goes to oneDNN Graph under impl="auto", per measured CPU class.
+# Largest batch per call that goes to oneDNN Graph under impl="auto", per measured CPU class. AMX
+# tiles compute bfloat16/int8 only: float32 convs of an AMX CPU run on its AVX-512 units, same rule.
 GRAPH_MAX_BATCH = {"amx": 8, "avx512": 8, "avx2": 8}
 MEASURED = ("amx", "avx512", "avx2")
 
@@ -62,7 +67,8 @@ def eager_impl(caps: CpuCaps, device: torch.device, dtype: torch.dtype) -> tuple
     if caps.isa_class not in MEASURED:
         return "aten", (f"CPU class {caps.isa_class} not measured: ATen's convs (the plain model's kernels, "
                         f"BatchNorm folded)")
-    return "onednn", f"{caps.isa_class}: prepacked oneDNN convs, fused ReLU/residual (measured 1.2-1.7x plain)"
+    return "onednn", (f"{caps.isa_class}: prepacked oneDNN convs with fused ReLU/residual, the fastest eager "
+                      f"engine measured at large batches (models/engine_rules.py)")
 
 
 def choose_engine(caps: CpuCaps, device, dtype: torch.dtype, batch_size: int | None) -> EngineDecision:
@@ -73,7 +79,7 @@ def choose_engine(caps: CpuCaps, device, dtype: torch.dtype, batch_size: int | N
     if (batch_size is not None and batch_size <= limit and device.type == "cpu" and dtype == torch.float32
             and caps.onednn_graph):
         return EngineDecision("graph", f"{caps.isa_class}, batch {batch_size} <= {limit}: oneDNN Graph, compiled "
-                                       f"once per input shape (measured 1.8-2.4x plain vs 1.2-1.7x eager)",
+                                       f"once per input shape, fastest at small batches (models/engine_rules.py)",
                               caps.isa_class, batch_size)
     if batch_size is not None and limit and impl == "onednn":
         reason += f"; batch {batch_size} > {limit}: eager equals oneDNN Graph without its per-shape compile"
