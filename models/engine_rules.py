@@ -14,6 +14,15 @@ Graph compiled per input shape, models/onednn_graph.py). The rules come from mea
        16         5.16         3.15      1.98
        32         4.22         3.73      1.85
 
+* the same, AVX2 class emulated (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), load near 9.5;
+  ratio of the medians (best rounds were dominated by the neighbours at batch 1):
+
+      batch   fused-onednn  fused-aten  graph
+        1         1.77         1.97      2.79
+        8         0.75         1.08      1.81
+       16         5.76         6.42      3.08
+       32         6.86         7.31      3.33
+
 * the same machine, quiet (models/fused.py, models/onednn_graph.py, README "Performance"): graph
   1.4x the eager fused model at batch 1, equal to it at batch 32;
 * an AVX2-only AMD EPYC (issue 12's report), x TF: batch 1 eager fused 0.43, plain 0.68, graph
