@@ -3,7 +3,7 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 PIP     := $(VPY) -m pip
 
-.PHONY: install test bench clean
+.PHONY: install test bench bench-smoke clean
 
 # torch is installed first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 install:
@@ -21,6 +21,10 @@ bench:
 	$(PIP) install -q -e '.[tf,test,bench]'
 	$(VPY) benchmarks/bench.py
 
+# A smoke run of the inference table (tiny repeat counts: proves it completes on this CPU, no figures).
+bench-smoke:
+	$(VPY) benchmarks/bench.py --only inference --rounds 1 --round-seconds 0.05 --json out/bench-smoke.json
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
@@ -34,12 +38,19 @@ mtcnn-weights:
 
 # Regenerate every converted file the registry can make from the sources present (TF sources under
 # checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, the seeded CI fixture), verify
-# each, write checkpoints/reports/ and checkpoints/manifest.json, and record the outputs' sha256 in
-# checkpoints/registry.json. Absent sources are listed. `checkpoints-check` regenerates into a
-# temporary folder and fails when an output no longer matches the committed manifest.
-.PHONY: checkpoints checkpoints-check
+# each, write checkpoints/manifest.json and checkpoints/reports/<id>.conversion.json, and record the
+# outputs' sha256 in checkpoints/registry.json. Absent sources are listed. What it writes into
+# committed files is the same on every machine (hashes, sizes, sources, tolerances, pass/fail).
+# `reports` does the same and also rewrites the per-run reports of measured figures
+# (checkpoints/reports/<id>.{parity.json,md,png}, with the machine they were measured on).
+# `checkpoints-check` regenerates into a temporary folder and fails when an output no longer
+# matches the committed manifest.
+.PHONY: checkpoints checkpoints-check reports
 checkpoints:
 	$(VPY) -m converter.regenerate --fetch-mtcnn --update-registry
+
+reports:
+	$(VPY) -m converter.regenerate --fetch-mtcnn --reports
 
 checkpoints-check:
 	$(VPY) -m converter.regenerate --check --fetch-mtcnn

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, side by side, on one machine state.
 
 Builds the 512-d Sandberg-format fixture once, converts it, then measures: inference (TF frozen
-graph vs onnxruntime vs PyTorch plain / fused fp32 / fused bf16, batch 1 and 32), conversion wall
+graph vs onnxruntime vs PyTorch plain / fuse() default / eager fused / oneDNN Graph / fused bf16,
+batch 1 and 32; rows this CPU can't run say "n/a (reason)"), conversion wall
 time and peak memory (with and without TensorFlow), MTCNN detection, and `facenet embed`.
 Prints the tables and writes everything as JSON (default out/bench.json). Timings are ratios
 taken in one run; absolute numbers depend on the machine and its load.
@@ -24,6 +25,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=str(REPO / "out" / "bench.json"))
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, noisier)")
+    ap.add_argument("--rounds", type=int, help="inference: interleaved rounds (default 5, --quick 3)")
+    ap.add_argument("--round-seconds", type=float, help="inference: seconds per variant per round")
     ap.add_argument("--only", nargs="*", choices=("inference", "convert", "mtcnn", "embed"),
                     help="run only these sections")
     a = ap.parse_args(argv)
@@ -39,7 +42,8 @@ def main(argv=None) -> int:
         if "inference" in sections:
             print("== inference (160x160) ==", flush=True)
             bench_inference.run(report, str(fx.frozen_graph), pt_weights=str(weights),
-                                rounds=3 if a.quick else 5, round_s=0.5 if a.quick else 1.0)
+                                rounds=a.rounds or (3 if a.quick else 5),
+                                round_s=a.round_seconds or (0.5 if a.quick else 1.0))
         if "convert" in sections:
             print("\n== conversion ==", flush=True)
             print(bench_convert.format_table(bench_convert.run(report, str(fx.directory),

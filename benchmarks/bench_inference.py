@@ -38,7 +38,8 @@ if __package__ in (None, ""):  # `python benchmarks/bench_inference.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import InceptionResNetV1  # noqa: E402
-from models.fused import fuse_inception, native_cpu_bf16  # noqa: E402
+from models.cpu_caps import current  # noqa: E402
+from models.fused import fuse_inception  # noqa: E402
 
 TF_GFLOPS_NOTE = 215.0  # GFLOP/s the TF frozen graph reached on the 2-core reference machine (issue 6)
 
@@ -211,17 +212,21 @@ def _load() -> list[float]:
 def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None = None,
         batches=(1, 32), rounds: int = 5, round_s: float = 1.0, image_size: int = 160,
         compile_variant: bool = False, seed: int = 0, verbose: bool = True) -> dict:
-    """Benchmark; results go into report["inference"] (JSON-able) and are returned."""
+    """Benchmark; results go into report["inference"] (JSON-able) and are returned. A variant this
+    machine can't run is kept as a row {"na": reason}; every other row has its ratio to TF and to
+    onnxruntime (when those ran)."""
     threads = torch.get_num_threads()
+    caps = current()
     out: dict = {
-        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": threads,
+        "machine": {"cpu": caps.cpu_model, "logical_cpus": os.cpu_count(), "torch_threads": threads,
                     "torch": torch.__version__, "python": platform.python_version(),
-                    "native_bf16": native_cpu_bf16(), "amx": bool(torch.cpu._is_amx_tile_supported()),
-                    "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+                    "isa_class": caps.isa_class, "flags": list(caps.flags), "capabilities": caps.describe(),
+                    "isa_restriction": caps.restricted or None,
                     "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "image_size": image_size, "batches": list(batches), "rounds": rounds, "round_s": round_s,
         "load_avg_before": _load(),
     }
+    na: dict[str, str] = {}
     tf_run = ort_run = None
     embedding_size = 512
     if tf_pb_path:
@@ -229,6 +234,10 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         out["tf"] = {"pb": str(tf_pb_path), "version": tf_version}
         ort_run, ort_info = _load_ort(graph_def, threads)
         out["onnxruntime"] = ort_info
+        if ort_run is None:
+            na["onnxruntime"] = ort_info
+    else:
+        na["tf_frozen_graph"] = na["onnxruntime"] = "no TF frozen graph given (--tf-pb)"
     if pt_weights:
         model = InceptionResNetV1(pretrained=pt_weights).eval()
         out["weights"] = str(pt_weights)
@@ -239,28 +248,39 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
     out["gflop_per_image"] = round(gflop, 4)
 
     t0 = time.perf_counter()
-    fused32 = model.fuse(torch.float32)
+    fused = model.fuse(torch.float32)   # the default: impl="auto"
     out["fuse_fp32_s"] = round(time.perf_counter() - t0, 3)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        t0 = time.perf_counter()
-        fused16 = model.fuse(torch.bfloat16)
-        out["fuse_bf16_s"] = round(time.perf_counter() - t0, 3)
-    out["bf16_warnings"] = [str(w.message) for w in caught]
-    graph32 = model.fuse(impl="graph")  # oneDNN Graph: compiled on the first call of each batch size
+    out["engine_decisions"] = {str(b): fused.decision_for(b).as_dict() for b in batches}
+    variants = {"torch_plain": model, "torch_fuse_default": fused}
+    if caps.onednn:
+        variants["torch_fused_fp32_eager"] = fuse_inception(model, torch.float32, impl="onednn")
+    else:
+        na["torch_fused_fp32_eager"] = "no oneDNN conv ops in this PyTorch build"
+    if caps.onednn_graph:
+        variants["torch_fused_fp32_graph"] = model.fuse(impl="graph")  # compiled on its first call per batch
+    else:
+        na["torch_fused_fp32_graph"] = f"no oneDNN Graph fuser for {caps.machine} in this PyTorch build"
+    if caps.bf16 == "none":
+        na["torch_fused_bf16"] = ("oneDNN has no bfloat16 convs on this CPU; fuse(torch.bfloat16) falls back "
+                                  "to ATen's, several times slower than float32 (not timed)")
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            variants["torch_fused_bf16"] = model.fuse(torch.bfloat16)
+        out["bf16_warnings"] = [str(w.message) for w in caught]
 
     # parity on one batch of 16 random images
     gen = torch.Generator().manual_seed(seed + 7)
     xp = torch.randn(16, 3, image_size, image_size, generator=gen)
+    parity = {}
     with torch.inference_mode():
         ref = model(xp)
-        e32 = fused32(xp)
-        e16 = fused16(xp)
-        eg = graph32(xp)
-    parity = {"fused_fp32_vs_plain_max_abs": (e32 - ref).abs().max().item(),
-              "graph_fp32_vs_plain_max_abs": (eg - ref).abs().max().item(),
-              "bf16_vs_plain_fp32_min_cos": F.cosine_similarity(e16, ref).min().item(),
-              "bf16_vs_plain_fp32_max_abs": (e16 - ref).abs().max().item()}
+        for name, m in variants.items():
+            if name != "torch_plain":
+                e = m(xp)
+                parity[f"{name}_vs_plain_max_abs"] = (e - ref).abs().max().item()
+                if name == "torch_fused_bf16":
+                    parity["torch_fused_bf16_vs_plain_min_cos"] = F.cosine_similarity(e, ref).min().item()
     if tf_run is not None:
         e_tf = torch.from_numpy(tf_run(xp.permute(0, 2, 3, 1).contiguous().numpy()))
         key = "tf_vs_plain_max_abs" if pt_weights else "tf_vs_plain_max_abs (different weights)"
@@ -276,8 +296,10 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
 
         inductor_config.freezing = True
         # workers=1: the batch-splitting thread pool isn't traceable; inductor gets one plain forward
-        compiled = torch.compile(fuse_inception(model, torch.float32, workers=1), dynamic=False)
+        compiled = torch.compile(fuse_inception(model, torch.float32, impl="onednn", workers=1), dynamic=False)
 
+    order = ["tf_frozen_graph", "onnxruntime", "torch_plain", "torch_fuse_default", "torch_fused_fp32_eager",
+             "torch_fused_fp32_graph", "torch_fused_bf16"] + (["torch_fused_fp32_compiled"] if compiled else [])
     results: dict = {}
     for b in batches:
         x = torch.randn(b, 3, image_size, image_size, generator=gen)
@@ -287,14 +309,15 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
             fns["tf_frozen_graph"] = lambda: tf_run(x_nhwc)
         if ort_run is not None:
             fns["onnxruntime"] = lambda: ort_run(x_nhwc)
-        fns["torch_plain"] = lambda: model(x)
-        fns["torch_fused_fp32"] = lambda: fused32(x)
-        fns["torch_fused_fp32_graph"] = lambda: graph32(x)
-        fns["torch_fused_bf16"] = lambda: fused16(x)
+        for name, m in variants.items():
+            fns[name] = (lambda m=m: m(x))
         with torch.inference_mode():
-            t0 = time.perf_counter()
-            graph32(x)
-            out.setdefault("graph_compile_s", {})[str(b)] = round(time.perf_counter() - t0, 1)
+            for name in ("torch_fused_fp32_graph", "torch_fuse_default"):  # first call = compile (graph)
+                if name in fns:
+                    t0 = time.perf_counter()
+                    fns[name]()
+                    out.setdefault("first_call_s", {}).setdefault(name, {})[str(b)] = round(
+                        time.perf_counter() - t0, 1)
         if compiled is not None:
             with torch.inference_mode():
                 t0 = time.perf_counter()
@@ -306,9 +329,13 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         # headline: the median of the rounds no other process disturbed, when every variant had one
         clean = all(t["clean_median_s"] is not None for t in timing.values())
         pick = {k: (t["clean_median_s"] if clean else t["median_s"]) for k, t in timing.items()}
-        base = pick.get("tf_frozen_graph")
+        base, ort_base = pick.get("tf_frozen_graph"), pick.get("onnxruntime")
         rows = {}
-        for name, t in timing.items():
+        for name in order:
+            if name in na:
+                rows[name] = {"na": na[name]}
+                continue
+            t = timing[name]
             ips = b / pick[name]
             rows[name] = {"images_per_s": round(ips, 2), "headline": "clean rounds" if clean else "all rounds",
                           "median_all_images_per_s": round(b / t["median_s"], 2),
@@ -317,9 +344,12 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
                           "foreign_cores_median": t["foreign_cores_median"],
                           "gflop_per_s": round(ips * gflop, 1),
                           "vs_tf": round(base / pick[name], 3) if base else None,
+                          "vs_onnxruntime": round(ort_base / pick[name], 3) if ort_base else None,
                           "vs_torch_plain": round(pick["torch_plain"] / pick[name], 3),
                           "round_s_per_call": t["round_s_per_call"],
                           "round_foreign_cores": t["round_foreign_cores"]}
+            if name == "torch_fuse_default":
+                rows[name]["engine"] = fused.decision_for(b).engine
         results[str(b)] = rows
     out["results"] = results
     out["load_avg_after"] = _load()
@@ -330,45 +360,47 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
     return out
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _ratio(v) -> str:
+    return f"{v:5.2f}" if v is not None else "    -"
 
 
 def format_table(out: dict) -> str:
     res = out["results"]
     names = list(next(iter(res.values())).keys())
     bs = list(res.keys())
-    head = (f"{'variant':26s}" + "".join(f" | b={b:<3s} img/s  x TF  x plain" for b in bs)
+    head = (f"{'variant':26s}" + "".join(f" | b={b:<3s} img/s  x TF x ORT x plain" for b in bs)
             + f" | GFLOP/s b={bs[-1]}")
     lines = [head, "-" * len(head)]
     for n in names:
+        if "na" in res[bs[0]][n]:
+            lines.append(f"{n:26s} | n/a ({res[bs[0]][n]['na']})")
+            continue
         cells = []
         for b in bs:
             r = res[b][n]
-            vs_tf = f"{r['vs_tf']:5.2f}" if r["vs_tf"] is not None else "    -"
-            cells.append(f" | {r['images_per_s']:11.1f} {vs_tf} {r['vs_torch_plain']:7.2f}")
+            cells.append(f" | {r['images_per_s']:11.1f} {_ratio(r['vs_tf'])} {_ratio(r['vs_onnxruntime'])} "
+                         f"{r['vs_torch_plain']:7.2f}")
         lines.append(f"{n:26s}" + "".join(cells) + f" | {res[bs[-1]][n]['gflop_per_s']:10.1f}")
     m = out["machine"]
     lines.append("")
-    lines.append(f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
-                 f"AMX {m['amx']}, AVX512-BF16 {m['avx512_bf16']}; {out['gflop_per_image']} GFLOP/image")
+    lines.append(f"CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; class {m['isa_class']}, flags "
+                 f"{' '.join(m['flags']) or '-'}; {m['capabilities']}")
+    lines.append(f"torch {m['torch']} ({m['torch_threads']} threads, ATen {m['cpu_capability']}); "
+                 f"{out['gflop_per_image']} GFLOP/image")
+    for b, d in out.get("engine_decisions", {}).items():
+        lines.append(f"fuse() default at batch {b}: {d['engine']} ({d['reason']})")
     for b in bs:
-        r0 = next(iter(res[b].values()))
-        loads = ", ".join(f"{n} {r['foreign_cores_median']}" for n, r in res[b].items())
+        timed = [r for r in res[b].values() if "na" not in r]
+        r0 = timed[0]
+        loads = ", ".join(f"{n} {r['foreign_cores_median']}" for n, r in res[b].items() if "na" not in r)
         lines.append(f"b={b}: {r0['headline']} (median; clean = other processes < 0.15 cores busy), "
-                     f"clean rounds {[r['clean_rounds'] for r in res[b].values()]} of {r0['rounds']}; "
+                     f"clean rounds {[r['clean_rounds'] for r in timed]} of {r0['rounds']}; "
                      f"median cores busy elsewhere: {loads}")
     lines.append(f"load average before {out['load_avg_before']}, after {out['load_avg_after']}; "
                  f"{out['rounds']} interleaved rounds of ~{out['round_s']} s per variant")
     lines.append("parity: " + ", ".join(f"{k} {v:.7g}" if "cos" in k else f"{k} {v:.3g}" for k, v in out["parity"].items()))
-    if out.get("graph_compile_s"):
-        lines.append(f"fuse(impl='graph') first call = compile (s, per batch size): {out['graph_compile_s']}")
+    if out.get("first_call_s"):
+        lines.append(f"first call (oneDNN Graph compiles there; s, per batch size): {out['first_call_s']}")
     if out.get("compile_s"):
         lines.append(f"torch.compile time (s, per batch size): {out['compile_s']}")
     for w in out.get("bf16_warnings", []):

@@ -1,7 +1,7 @@
 """`make checkpoints`: regenerate every converted file the registry can make here, verify each, and
 write the reports and `checkpoints/manifest.json`.
 
-    python -m converter.regenerate [--check] [--update-registry] [--fetch-mtcnn] [--only ID ...]
+    python -m converter.regenerate [--check] [--update-registry] [--reports] [--fetch-mtcnn] [--only ID ...]
 
 For each registry entry:
 - an Inception entry with a TF source under `checkpoints/tf/<name>/` is converted to
@@ -12,9 +12,14 @@ For each registry entry:
 - an entry whose source is absent is listed with the reason (and recorded so in the manifest),
   never skipped silently.
 
-The manifest holds, per entry, the sha256 and size of every output and the parity figures
-(3-4 significant digits). Nothing here depends on time or temp paths, so a second run writes the
-same bytes. `--check` regenerates into a temporary folder and fails (exit 1) when an output no
+What a regeneration writes into committed files is the same on every machine: the manifest holds,
+per entry, the sha256 and size of every output, the sources, and the parity verdict with its
+tolerance (pass/fail, atol, batch, seed); `reports/<id>.conversion.json` holds the conversion's
+hashes and mapping counts. Measured float figures (L2, per-layer maxima, the plot) differ from CPU
+to CPU (another ISA, another thread count, another summation order), so they go only into the
+per-run reports, `reports/<id>.{parity.json,md,png}`, written with `--reports` (`make reports`)
+together with the machine they were measured on. Nothing depends on time or temp paths either, so
+`make checkpoints` on any machine leaves the committed files byte-identical. `--check` regenerates into a temporary folder and fails (exit 1) when an output no
 longer matches the committed manifest, naming the entry and both hashes; committed files present
 on disk (the MTCNN weights) are checked against it too. `--update-registry` records each output's
 file name, sha256 and size in `checkpoints/registry.json`.
@@ -89,11 +94,37 @@ def _stale_outputs(out_root: Path, entry, keep: str) -> list[Path]:
                   and p.name not in (keep, keep + ".json"))
 
 
-def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool, batch: int, seed: int,
-               log) -> dict:
-    """Convert (+ verify, + report) one Inception entry; returns its manifest record."""
+# libraries differ from machine to machine: recorded in the per-run reports, not in committed files
+_PER_RUN_KEYS = ("libraries",)
+
+
+def machine_info() -> dict:
+    """The machine a per-run report was measured on (CPU class, flags, threads, library versions)."""
+    import platform
+
+    import numpy
+    import torch
+
+    from models.cpu_caps import detect
+
+    caps = detect()
+    return {"cpu": caps.cpu_model, "machine": caps.machine, "isa_class": caps.isa_class, "flags": list(caps.flags),
+            "isa_restriction": caps.restricted or None, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
+
+
+def _machine_line(machine: dict) -> str:
+    return (f"Measured on {machine['cpu']} ({machine['machine']}, {machine['isa_class']}"
+            f"{', ' + machine['isa_restriction'] if machine['isa_restriction'] else ''}), "
+            f"{machine['torch_threads']} torch threads, torch {machine['torch']}, numpy {machine['numpy']}, "
+            f"Python {machine['python']}: the figures are this run's; the verdict is in manifest.json.")
+
+
+def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool, reports: bool, batch: int,
+               seed: int, log) -> dict:
+    """Convert (+ verify, + per-run report) one Inception entry; returns its manifest record."""
     from .convert import convert
-    from .report import round_sig
+    from .report import CONVERSION_SUFFIX, round_sig
 
     out_root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".regen-", dir=out_root))
@@ -103,7 +134,9 @@ def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool
         conversion = dict(staged.report)
         conversion["source"] = dict(conversion["source"], path=label)
         conversion["output"] = dict(conversion["output"], file=final)
-        files = {out_root / f"{final}.json": json_bytes(conversion)}
+        files = {out_root / f"{final}.json": json_bytes(conversion),
+                 out_root / REPORTS / f"{entry.id}{CONVERSION_SUFFIX}":
+                     json_bytes({k: v for k, v in conversion.items() if k not in _PER_RUN_KEYS})}
         os.replace(staged.output, out_root / final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -116,37 +149,33 @@ def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool
                    "weights_from": conversion["source"]["weights_from"]},
         "outputs": [{"role": "model", "file": final, "sha256": staged.sha256, "size": staged.size}],
     }
+    record["reports"] = [f"{REPORTS}/{entry.id}{CONVERSION_SUFFIX}"]
+    from .writer import atomic_write_files
+
+    atomic_write_files(files)
     if parity:
-        from .report import PARITY_SUFFIX, CONVERSION_SUFFIX, render_report, sci
+        from .report import PARITY_SUFFIX, render_report, sci
         from .verify import verify
 
         report = verify(src_dir, out_root / final, batch=batch, seed=seed)
         report.source, report.weights = label, final
-        figures = round_sig(report.to_dict(), 4)
-        reports = out_root / REPORTS
-        files[reports / f"{entry.id}{PARITY_SUFFIX}"] = json_bytes(figures)
-        files[reports / f"{entry.id}{CONVERSION_SUFFIX}"] = json_bytes(conversion)
-        from .writer import atomic_write_files
-
-        atomic_write_files(files)
-        rendered = render_report(figures, conversion, reports, entry.id, title=entry.id)
         record["parity"] = {"passed": report.passed, "atol": report.atol, "batch": batch, "seed": seed,
-                            "tf_graph": report.tf_graph, "l2": sci(report.l2), "max_abs": sci(report.max_abs),
-                            "min_cosine": f"{report.min_cosine:.9f}",
-                            "l2_tf_vs_f64": sci(report.l2_tf_vs_f64), "l2_pt_vs_f64": sci(report.l2_pt_vs_f64)}
-        record["reports"] = sorted(p.relative_to(out_root).as_posix()
-                                   for p in [*rendered.paths(), reports / f"{entry.id}{PARITY_SUFFIX}",
-                                             reports / f"{entry.id}{CONVERSION_SUFFIX}"])
+                            "tf_graph": report.tf_graph}
+        reports_dir = out_root / REPORTS
+        record["run_reports"] = [f"{REPORTS}/{entry.id}{s}" for s in (".md", PARITY_SUFFIX, ".png")]
+        if reports:
+            machine = machine_info()
+            figures = dict(round_sig(report.to_dict(), 4), machine=machine,
+                           libraries=conversion.get("libraries"))
+            atomic_write_files({reports_dir / f"{entry.id}{PARITY_SUFFIX}": json_bytes(figures)})
+            render_report(figures, conversion, reports_dir, entry.id, title=entry.id,
+                          notes=[_machine_line(machine)])
         log(f"  parity {'PASS' if report.passed else 'FAIL'}: L2 {sci(report.l2)}, max abs "
             f"{sci(report.max_abs)}, min cosine {report.min_cosine:.9f} ({report.tf_graph})")
-    else:
-        from .writer import atomic_write_files
-
-        atomic_write_files(files)
     return record
 
 
-def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, seed: int, fetch: bool, log) -> dict:
+def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, reports: bool, seed: int, fetch: bool, log) -> dict:
     from .mtcnn_convert import convert_mtcnn, verify_mtcnn
     from .npy_source import SOURCE_FILES
 
@@ -175,16 +204,16 @@ def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, seed: int, fetch: 
         from .report import mtcnn_blocks, round_sig, sci, to_markdown
 
         report = verify_mtcnn(src, out_root / "mtcnn", seed=seed)
-        figures = round_sig(report.to_dict(), 4)
-        reports = out_root / REPORTS
-        md = to_markdown(mtcnn_blocks(entry.id, figures, conv.files, conv.sources))
-        from .writer import atomic_write_files
+        record["parity"] = {"passed": report.ok, "atol": report.atol, "seed": seed}
+        record["run_reports"] = [f"{REPORTS}/{entry.id}.md", f"{REPORTS}/{entry.id}.parity.json"]
+        if reports:
+            from .writer import atomic_write_files
 
-        atomic_write_files({reports / f"{entry.id}.md": md.encode(),
-                            reports / f"{entry.id}.parity.json": json_bytes(figures)})
-        record["parity"] = {"passed": report.ok, "atol": report.atol, "seed": seed,
-                            "max_abs": {f"{r.net}.{r.output}": sci(r.max_abs) for r in report.rows}}
-        record["reports"] = [f"{REPORTS}/{entry.id}.md", f"{REPORTS}/{entry.id}.parity.json"]
+            machine = machine_info()
+            figures = dict(round_sig(report.to_dict(), 4), machine=machine)
+            blocks = mtcnn_blocks(entry.id, figures, conv.files, conv.sources) + [("p", _machine_line(machine))]
+            atomic_write_files({out_root / REPORTS / f"{entry.id}.md": to_markdown(blocks).encode(),
+                                out_root / REPORTS / f"{entry.id}.parity.json": json_bytes(figures)})
         log(f"  parity {'PASS' if report.ok else 'FAIL'}: max abs "
             + ", ".join(f"{n} {sci(report.max_abs(n))}" for n in ("pnet", "rnet", "onet")))
     return record
@@ -194,26 +223,26 @@ def _absent(reason: str, command: str) -> dict:
     return {"status": "absent", "reason": reason, "command": command}
 
 
-def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool, batch: int, seed: int,
-         fetch_mtcnn: bool, say) -> dict:
+def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool, reports: bool, batch: int,
+         seed: int, fetch_mtcnn: bool, say) -> dict:
     """Regenerate one registry entry; returns its manifest record."""
     if entry.arch == "mtcnn":
         say(f"{entry.id}: MTCNN from {src_root / 'mtcnn'}")
-        record = _mtcnn(entry, src_root / "mtcnn", out_root, parity=parity, seed=seed, fetch=fetch_mtcnn,
-                        log=say)
+        record = _mtcnn(entry, src_root / "mtcnn", out_root, parity=parity, reports=reports, seed=seed,
+                        fetch=fetch_mtcnn, log=say)
     elif entry.source.get("generator"):
         call = _generator_call(entry.source["generator"])
         label = f"generated: {call}"
         if fixture_source is not None:
             say(f"{entry.id}: fixture {fixture_source} (given; stands for {call})")
-            record = _inception(entry, Path(fixture_source), label, out_root, parity=parity, batch=batch,
-                                seed=seed, log=say)
+            record = _inception(entry, Path(fixture_source), label, out_root, parity=parity, reports=reports,
+                                batch=batch, seed=seed, log=say)
         else:
             say(f"{entry.id}: building {call}")
             with tempfile.TemporaryDirectory(prefix="facenet-fixture-") as tmp:
                 src = _build_fixture(entry, Path(tmp))
-                record = _inception(entry, src, label, out_root, parity=parity, batch=batch, seed=seed,
-                                    log=say)
+                record = _inception(entry, src, label, out_root, parity=parity, reports=reports, batch=batch,
+                                    seed=seed, log=say)
     else:
         src = src_root / entry.name
         label = f"checkpoints/tf/{entry.name}"
@@ -223,14 +252,16 @@ def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool,
                              f"facenet-convert convert {label} -o checkpoints/{entry.stem}.pt")
         else:
             say(f"{entry.id}: converting {src}")
-            record = _inception(entry, src, label, out_root, parity=parity, batch=batch, seed=seed, log=say)
+            record = _inception(entry, src, label, out_root, parity=parity, reports=reports, batch=batch,
+                                seed=seed, log=say)
     return record
 
 
 def regenerate(out_root=CHECKPOINTS, src_root=None, *, registry_path=None, fixture_source=None,
-               batch: int = 5, seed: int = 0, parity: bool = True, only=None, fetch_mtcnn: bool = False,
-               write_manifest: bool = True, log=print) -> RegenResult:
-    """Regenerate what the sources present allow; write `<out_root>/manifest.json`.
+               batch: int = 5, seed: int = 0, parity: bool = True, reports: bool = False, only=None,
+               fetch_mtcnn: bool = False, write_manifest: bool = True, log=print) -> RegenResult:
+    """Regenerate what the sources present allow; write `<out_root>/manifest.json`; with `reports`
+    (needs `parity`) also the per-run reports of measured figures.
 
     `src_root` (default `<out_root>/tf`) holds the TF sources; `fixture_source` is an already built
     fixture directory to use instead of building the CI fixture (tests reuse theirs)."""
@@ -249,8 +280,8 @@ def regenerate(out_root=CHECKPOINTS, src_root=None, *, registry_path=None, fixtu
         if wanted is not None and not ({entry.id, entry.name, entry.tag} & wanted):
             continue
         try:
-            record = _one(entry, out_root, src_root, fixture_source, parity=parity, batch=batch, seed=seed,
-                          fetch_mtcnn=fetch_mtcnn, say=say)
+            record = _one(entry, out_root, src_root, fixture_source, parity=parity, reports=reports, batch=batch,
+                          seed=seed, fetch_mtcnn=fetch_mtcnn, say=say)
         except ConversionError as e:  # one bad source does not stop the others; it fails the run
             record = {"status": "failed", "reason": str(e)}
             result.failures.append(entry.id)
@@ -379,6 +410,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=5, help="verification batch (default 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-parity", action="store_true", help="convert only; no verification or reports")
+    ap.add_argument("--reports", action="store_true",
+                    help="also write the per-run reports of measured figures (reports/<id>.{parity.json,md,png}, "
+                         "with the machine): `make reports`")
     ap.add_argument("--fetch-mtcnn", action="store_true",
                     help="first fetch det*.npy (sha256-checked) into SRC/mtcnn when missing")
     ap.add_argument("--update-registry", action="store_true",
@@ -391,8 +425,11 @@ def main(argv=None) -> int:
             print("check: OK" if res.ok else f"check: FAILED ({len(res.problems)} mismatches)",
                   file=sys.stdout if res.ok else sys.stderr)
             return EXIT_OK if res.ok else EXIT_MISMATCH
+        if args.reports and args.no_parity:
+            print("error: --reports needs the verification (drop --no-parity)", file=sys.stderr)
+            return EXIT_BAD_INPUT
         res = regenerate(args.out, args.src, batch=args.batch, seed=args.seed, parity=not args.no_parity,
-                         only=args.only, fixture_source=args.fixture_source, fetch_mtcnn=args.fetch_mtcnn)
+                         reports=args.reports, only=args.only, fixture_source=args.fixture_source, fetch_mtcnn=args.fetch_mtcnn)
         if args.update_registry:
             changed = update_registry(res.manifest)
             print("registry updated" if changed else "registry already up to date")

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     p.add_argument("--flip", action="store_true", help="append the flipped image's embedding (2*D values)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image (exit 2)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print the engine chosen and why")
     _add_model_args(p)
 
     p = sub.add_parser("compare", help="distance matrix and same/different for two or more images",
@@ -137,6 +138,9 @@ def cmd_embed(args) -> int:
     if not os.path.isdir(args.dir):
         raise InputError(f"{args.dir}: not a directory")
     emb, lm = _embedder(args, flip=args.flip)
+    if args.verbose:
+        d = emb.engine_decision
+        print(f"engine: {d['engine']} (batch {args.batch_size}, CPU class {d['isa_class']}): {d['reason']}")
     try:
         ds = emb.dataset(args.dir, strict=args.strict)
     except ImageLoadError as e:

@@ -207,6 +207,12 @@ def load_embeddings(path) -> EmbedResult:
 ENGINES = ("fused", "plain", "graph")
 
 
+def _isa_class() -> str:
+    from .cpu_caps import current
+
+    return current().isa_class
+
+
 class Embedder:
     """Embeds folders, path lists or in-memory crops with one model.
 
@@ -215,10 +221,12 @@ class Embedder:
     with any callable taking a list of RGB PIL images and returning a (3, S, S) [0, 255] crop or
     None for each. ``flip=True`` appends the embedding of the horizontally flipped crop (2*D values per image,
     as Sandberg's ``--use_flipped_images``).
-    ``engine``: 'fused' (default) runs ``model.fuse()`` -- BatchNorm folded, oneDNN on CPU, the same
-    embeddings as the plain model to ~1e-6, 1.6x faster at batch 64 on CPU; 'plain' runs the model
+    ``engine``: 'fused' (default) runs ``model.fuse()`` -- BatchNorm folded, the same embeddings as the
+    plain model to ~1e-6, its engine chosen for this CPU and ``batch_size`` by models/engine_rules.py
+    (oneDNN Graph for small batches, the eager fused model for large ones); 'plain' runs the model
     as given; 'graph' runs ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once for the
-    batch shape, ~3-7 s, short batches padded to it: pays off on long runs).
+    batch shape, ~3-7 s). With oneDNN Graph short batches are padded to the batch size (one compile).
+    ``engine_decision`` (also in ``meta()``) says which engine runs and why.
     """
 
     def __init__(self, model: InceptionResNetV1, standardization: str = DEFAULT_STANDARDIZATION, device=None,
@@ -234,6 +242,10 @@ class Embedder:
         self.model = model.to(self.device).eval()
         if engine != "plain":   # fused on the target device (oneDNN on CPU, ATen convs on CUDA)
             self.model = self.model.fuse(impl="graph" if engine == "graph" else "auto")
+            self.engine_decision = self.model.decision_for(batch_size).as_dict()
+        else:
+            self.engine_decision = dict(engine="plain", reason="engine 'plain' given: the model as converted",
+                                        isa_class=_isa_class(), batch_size=batch_size)
         self.engine = engine
         self.standardization = standardization
         self.batch_size = batch_size
@@ -268,7 +280,7 @@ class Embedder:
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
-        if self.engine == "graph" and n < self.batch_size:
+        if self.engine_decision["engine"] == "graph" and n < self.batch_size:
             # a short (last) batch is padded to the batch size: one compiled shape, not a new
             # compile of several seconds; images are independent, so the padding can't change them
             x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
@@ -325,6 +337,7 @@ class Embedder:
         return self.embed_dataset(self.dataset(list(paths), labels=labels, strict=strict))
 
     def meta(self) -> dict:
-        return dict(standardization=self.standardization, engine=self.engine, image_size=self.image_size,
+        return dict(standardization=self.standardization, engine=self.engine, engine_decision=self.engine_decision,
+                    image_size=self.image_size,
                     detect=self.detect, margin=self.margin if self.detect else None, flip=self.flip,
                     embedding_size=self.model.embedding_size * (2 if self.flip else 1))

@@ -40,8 +40,19 @@ compiling the graph once per input shape: `impl='graph'` (models/onednn_graph.py
 oneDNN/cuDNN). The first conv (3->32, 0.4% of the FLOPs) stays float32 so the image isn't rounded,
 and the head (average pool, bottleneck, logits, L2 normalisation) runs in float32: float32 in and
 out, like the plain model. It is meant for bulk embedding on CPUs with AMX (or AVX512-BF16) and on
-GPUs; on CPUs without them oneDNN emulates bfloat16 and it is 2.5-4x slower than float32 (a
-RuntimeWarning says so). Where bfloat16 can't run at all, fuse() raises; it never falls back.
+GPUs. Without them (models/cpu_caps.py decides) a RuntimeWarning says it is slower than float32:
+on AVX-512 without BF16 oneDNN emulates bfloat16 (2.5-4x slower than float32); where oneDNN has no
+bfloat16 convs at all (AVX2-only x86, most aarch64) the same fused model runs on ATen's generic
+convs, which work on any CPU and are several times slower (a batch of 2: 0.23 s vs 0.05 s for the
+plain float32 model, first calls, under ONEDNN_MAX_CPU_ISA=AVX2).
+float16 alike (oneDNN float16 convs need AVX512-FP16 / AMX-FP16). impl='onednn' given explicitly
+raises instead of falling back.
+
+`impl='auto'` (the default) picks the engine per CPU class and batch size by the measured rules in
+models/engine_rules.py: on a CPU, float32, batches up to a few images go to oneDNN Graph
+(models/onednn_graph.py, compiled once per input shape), bigger ones to this eager module. The
+decision and its reason are on the module: `engine_decision` (the eager part) and
+`decision_for(batch)`.
 
 The fused module holds only ordinary tensors (buffers) and plain attributes; the prepacked oneDNN
 weights are a cache built on first use and dropped on pickling/copying/moving, and the worker
@@ -60,6 +71,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import cpu_caps
+from .engine_rules import EngineDecision, choose_engine, eager_impl
 from .inception_resnet_v1 import BasicConv2d, l2_normalize
 
 __all__ = ["fuse_inception", "FusedInceptionResNetV1", "check_dtype_supported", "native_cpu_bf16"]
@@ -75,47 +88,42 @@ _PACK_LOCK = threading.Lock()
 _ATEN_MAX_ROWS = 16
 
 
-def _onednn_ok() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
 def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16)."""
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    """Whether oneDNN computes bfloat16 in hardware here (AMX tiles or AVX512-BF16): models/cpu_caps.py."""
+    return cpu_caps.current().bf16 == "native"
 
 
-def _onednn_dtype_ok(dtype: torch.dtype) -> bool:
-    if not torch.backends.mkldnn.is_available():
-        return False
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-
-
-def check_dtype_supported(dtype: torch.dtype, device) -> None:
-    """Raise a clear error if `dtype` convolutions can't run on `device` (never fall back to another
-    dtype); warn when a CPU runs bfloat16 by emulation (no AMX/AVX512-BF16), which is slower."""
+def check_dtype_supported(dtype: torch.dtype, device, impl: str = "auto") -> str:
+    """The conv impl for `dtype` on `device` ('onednn' / 'aten', or `impl` when explicit). Raises a clear
+    error where it can't run; warns (RuntimeWarning) where it runs slower than float32."""
     device = torch.device(device)
-    if dtype == torch.float32:
-        return
-    if dtype not in (torch.bfloat16, torch.float16):
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"fuse(dtype=...) supports torch.float32, torch.bfloat16 and torch.float16; got {dtype}")
     name = str(dtype).replace("torch.", "")
+    caps = cpu_caps.current()
     if device.type == "cpu":
-        if not _onednn_dtype_ok(dtype):
-            raise RuntimeError(f"{name} convolutions are not supported on this CPU by PyTorch's oneDNN backend "
-                               f"(it needs at least AVX-512 for bfloat16, AVX512-FP16/AMX-FP16 for float16); "
-                               f"use dtype=torch.float32")
-        if dtype == torch.bfloat16 and not native_cpu_bf16():
-            warnings.warn("this CPU has no AMX or AVX512-BF16: oneDNN emulates bfloat16 with float32 "
-                          "arithmetic, which is usually slower than dtype=torch.float32", RuntimeWarning,
+        chosen, reason = eager_impl(caps, device, dtype)
+        support = {torch.bfloat16: caps.bf16, torch.float16: caps.fp16}.get(dtype, "native")
+        if impl == "onednn" and (not caps.onednn or support == "none"):
+            raise RuntimeError(f"impl='onednn' needs PyTorch's oneDNN conv ops for {name} on this CPU ({caps.describe()}); "
+                               f"use impl='auto' (falls back to ATen's convs) or dtype=torch.float32")
+        if support == "emulated" and impl != "aten":
+            warnings.warn(f"this CPU has no AMX or AVX512-BF16: oneDNN emulates {name} with float32 arithmetic, "
+                          f"which is slower than dtype=torch.float32", RuntimeWarning, stacklevel=3)
+        elif support == "none":
+            warnings.warn(f"{name} on this CPU: {reason} (use dtype=torch.float32 for speed)", RuntimeWarning,
                           stacklevel=3)
-    elif device.type == "cuda":
+        return chosen if impl == "auto" else impl
+    if device.type == "cuda":
         if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             raise RuntimeError(f"bfloat16 is not supported on {torch.cuda.get_device_name(device)}; "
                                f"use torch.float16 or torch.float32")
-    else:
-        raise RuntimeError(f"fuse(dtype={name}) is only supported on CPU and CUDA, not {device.type}")
+        if impl == "onednn":
+            raise RuntimeError(f"impl='onednn' needs a CPU model and a PyTorch built with oneDNN (model on {device})")
+        return "aten"
+    if dtype != torch.float32 or impl == "onednn":
+        raise RuntimeError(f"fuse(dtype={name}, impl={impl!r}) is only supported on CPU and CUDA, not {device.type}")
+    return "aten"
 
 
 def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,7 +293,18 @@ class FusedInceptionResNetV1(nn.Module):
     `workers` (CPU only): 'auto' splits a batch of N >= 16 over min(N // 8, torch.get_num_threads())
     single-threaded worker threads; an int k uses min(N // 8, k) workers; 1 always runs one forward
     with torch's intra-op threads (as smaller batches do).
+
+    `engine_decision` (an EngineDecision) says which engine runs and why; with impl='auto' a CPU
+    batch of at most `graph_max_batch` images runs on `small_batch_graph` (oneDNN Graph) instead,
+    see `decision_for(batch_size)`. `last_engine` names the engine of the latest call.
     """
+
+    engine_decision: EngineDecision | None = None
+    graph_max_batch: int = 0
+    small_batch_graph = None      # a GraphInceptionResNetV1 (not a submodule: its weights are a cache)
+    last_engine: str | None = None
+    _auto = False
+    _caps = None
 
     def __init__(self, conv_in: FusedConv, stem, blocks, bottleneck: nn.Linear, logits: nn.Linear | None,
                  classify: bool, dtype: torch.dtype, embedding_size: int, num_classes: int | None, impl: str,
@@ -331,12 +350,29 @@ class FusedInceptionResNetV1(nn.Module):
         k = torch.get_num_threads() if self.workers == "auto" else int(self.workers)
         return max(1, min(k, x.shape[0] // _MIN_WORKER_BATCH))
 
+    def decision_for(self, batch_size: int | None) -> EngineDecision:
+        """The engine (and why) a batch of `batch_size` images runs on; None: the eager engine."""
+        if self._auto and batch_size is not None:
+            decision = choose_engine(self._caps, self.bottleneck.weight.device, self.dtype, batch_size)
+            if decision.engine == "graph" and not self._graph_runs(batch_size):   # merge_1x1/workers given
+                return self.engine_decision
+            return decision
+        return self.engine_decision
+
+    def _graph_runs(self, batch_size: int | None) -> bool:
+        return self.small_batch_graph is not None and batch_size is not None and batch_size <= self.graph_max_batch
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"expected an (N, 3, H, W) batch, got shape {tuple(x.shape)}")
         if self.classify and self.logits is None:
             raise RuntimeError("classify=True but this model has no logits layer (num_classes=None)")
+        if self._graph_runs(x.shape[0]) and x.device.type == "cpu":
+            self.last_engine = "graph"
+            self.small_batch_graph.classify = self.classify
+            return self.small_batch_graph(x)
+        self.last_engine = self.engine_decision.engine if self.engine_decision else f"fused-{self.impl}"
         k = self._num_workers(x)
         if k == 1:
             return self._forward(x)
@@ -354,10 +390,12 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
                    merge_1x1: bool = False, workers: int | str = "auto") -> nn.Module:
     """An inference-only copy of `model` (an InceptionResNetV1) with BatchNorm folded; see module doc.
 
-    dtype: torch.float32, or torch.bfloat16 / torch.float16 (raises where the device can't run it).
-    impl: 'auto' = 'onednn' on CPU (prepacked weights, fused post-ops), 'aten' elsewhere (CUDA);
-      'onednn' raises where oneDNN isn't available; 'graph' = oneDNN Graph compiled per input shape
-      (CPU, float32; fastest at small batches after a ~3 s compile per shape: models/onednn_graph.py).
+    dtype: torch.float32, or torch.bfloat16 / torch.float16 (a RuntimeWarning where it runs slower
+      than float32; see the module doc).
+    impl: 'auto' = the measured rules of models/engine_rules.py (CPU class, dtype; on CPU float32 also
+      oneDNN Graph for small batches); 'onednn' (prepacked weights, fused post-ops; raises where
+      oneDNN can't run `dtype`), 'aten' (ATen's convs, any device) or 'graph' (oneDNN Graph only,
+      compiled per input shape: models/onednn_graph.py) force one.
     merge_1x1: run each block's parallel 1x1 convs as one conv (measured slower on CPU; off).
     workers: see FusedInceptionResNetV1 (CPU batch splitting; 'auto', an int, or 1 for off).
     The model is read, never modified; the copy lives on the model's device.
@@ -374,13 +412,11 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
                              "and no merge_1x1 / workers")
         from .onednn_graph import GraphInceptionResNetV1
 
-        return GraphInceptionResNetV1(model)
-    check_dtype_supported(dtype, device)
-    if impl == "auto":
-        impl = "onednn" if device.type == "cpu" and _onednn_ok() else "aten"
-    if impl == "onednn" and not (device.type == "cpu" and _onednn_ok()):
-        raise RuntimeError(f"impl='onednn' needs a CPU model and a PyTorch built with oneDNN (model on {device}, "
-                           f"mkldnn available: {torch.backends.mkldnn.is_available()})")
+        graph = GraphInceptionResNetV1(model)
+        graph.engine_decision = EngineDecision("graph", "impl='graph' given", cpu_caps.current().isa_class)
+        return graph
+    requested = impl
+    impl = check_dtype_supported(dtype, device, impl)
 
     def conv(ref: nn.Conv2d, w, b, relu=True, dt=dtype):
         if ref.groups != 1 or ref.dilation != (1, 1) or isinstance(ref.padding, str) or ref.padding_mode != "zeros":
@@ -444,5 +480,21 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
     logits = None
     if getattr(m, "logits", None) is not None:
         logits = copy.deepcopy(m.logits).float().requires_grad_(False)
-    return FusedInceptionResNetV1(conv_in, stem, blocks, bottleneck, logits, bool(m.classify), dtype,
-                                  m.embedding_size, m.num_classes, impl, workers)
+    fused = FusedInceptionResNetV1(conv_in, stem, blocks, bottleneck, logits, bool(m.classify), dtype,
+                                   m.embedding_size, m.num_classes, impl, workers)
+    caps = cpu_caps.current()
+    fused._caps = caps
+    fused._auto = requested == "auto"
+    if requested == "auto":
+        fused.engine_decision = choose_engine(caps, device, dtype, None)
+        small = choose_engine(caps, device, dtype, 1)
+        if small.engine == "graph" and not merge_1x1 and workers == "auto":
+            from .engine_rules import GRAPH_MAX_BATCH
+            from .onednn_graph import GraphInceptionResNetV1
+
+            # a plain attribute, not a submodule: state_dict/modules() stay the folded model's
+            object.__setattr__(fused, "small_batch_graph", GraphInceptionResNetV1(model))
+            fused.graph_max_batch = GRAPH_MAX_BATCH[caps.isa_class]
+    else:
+        fused.engine_decision = EngineDecision(f"fused-{impl}", f"impl={requested!r} given", caps.isa_class)
+    return fused

@@ -45,6 +45,12 @@ class _Prelogits(nn.Module):
 class GraphInceptionResNetV1(nn.Module):
     """Inference-only InceptionResNetV1 run as oneDNN Graph partitions compiled per input shape."""
 
+    engine_decision = None   # set by fuse(): an engine_rules.EngineDecision
+    last_engine = "graph"
+
+    def decision_for(self, batch_size: int | None):
+        return self.engine_decision
+
     def __init__(self, model: nn.Module, max_shapes: int = 4):
         super().__init__()
         if next(model.parameters()).device.type != "cpu":

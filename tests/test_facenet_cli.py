@@ -128,6 +128,33 @@ def test_engines_agree_and_are_recorded(model, crops, weights, tmp_path):
     assert res.returncode == 0, res.stderr
     with np.load(tmp_path / "plain.npz") as z:
         assert json.loads(str(z["meta"]))["engine"] == "plain"
+        assert json.loads(str(z["meta"]))["engine_decision"]["engine"] == "plain"
+
+
+def test_embed_verbose_prints_and_stores_the_engine_decision(crops, weights, tmp_path):
+    """`facenet embed --verbose` says which engine runs and why; the .npz meta holds the same
+    decision. On a CPU class without measured rules (forced here) the default is ATen's convs."""
+    from models import cpu_caps
+    from models.engine_rules import choose_engine
+
+    caps = cpu_caps.detect()
+    res = run_cli("embed", crops, "-o", tmp_path / "auto.npz", "--weights", weights, "--batch-size", "64",
+                  "--verbose", "-q")
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "auto.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    decision = meta["engine_decision"]
+    assert meta["engine"] == "fused" and decision["batch_size"] == 64 and decision["isa_class"] == caps.isa_class
+    assert f"engine: {decision['engine']} (batch 64, CPU class {caps.isa_class}): {decision['reason']}" in res.stdout
+    # batch 64 is above every measured graph limit: the eager fused model, oneDNN where measured
+    assert decision["engine"] == ("fused-onednn" if caps.isa_class in ("amx", "avx512", "avx2") and caps.onednn
+                                  else "fused-aten")
+    with cpu_caps.override(isa_class="neon", onednn_graph=False) as arm:
+        assert choose_engine(arm, "cpu", torch.float32, 1).engine == "fused-aten"
+        model = InceptionResNetV1(embedding_size=128).eval()
+        emb = Embedder(model, "fixed", device="cpu", batch_size=2)
+    assert emb.meta()["engine_decision"]["engine"] == "fused-aten"
+    assert "not measured" in emb.meta()["engine_decision"]["reason"]
 
 
 def test_prewhiten_standardization_and_flip(model, crops):

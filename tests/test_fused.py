@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models import InceptionResNetV1
-from models import fused as fused_mod
+from models import InceptionResNetV1, cpu_caps
+from models.engine_rules import GRAPH_MAX_BATCH, choose_engine
 from models.fused import FusedInceptionResNetV1, fuse_inception
 
 FP32_TOL = 1e-5
@@ -80,9 +80,15 @@ def _assert_unchanged(model, snap):
     assert {k: v.requires_grad for k, v in model.named_parameters()} == rg
 
 
-@pytest.mark.parametrize("impl", ["auto", "aten"])
+def _need_onednn(impl):
+    if impl == "onednn" and not cpu_caps.detect().onednn:
+        pytest.skip(f"this PyTorch has no oneDNN conv ops ({cpu_caps.detect().describe()})")
+
+
+@pytest.mark.parametrize("impl", ["auto", "onednn", "aten"])
 @pytest.mark.parametrize("which", ["model512", "model128"])
 def test_fp32_parity_and_original_untouched(request, which, impl, images):
+    _need_onednn(impl)
     model = request.getfixturevalue(which)
     snap = _snapshot(model)
     fused = model.fuse(torch.float32) if impl == "auto" else fuse_inception(model, impl=impl)
@@ -183,24 +189,103 @@ def test_bf16_parity(request, which, images):
     assert F.cosine_similarity(out, ref).min().item() >= BF16_MIN_COS
 
 
-def test_unsupported_dtype_raises(model512, monkeypatch):
+def test_unsupported_dtype_raises(model512):
     with pytest.raises(TypeError, match="float32"):
         model512.fuse(torch.float64)
-    monkeypatch.setattr(fused_mod, "_onednn_dtype_ok", lambda dtype: False)
-    with pytest.raises(RuntimeError, match="not supported on this CPU"):
-        model512.fuse(torch.bfloat16)
     with pytest.raises(ValueError, match="impl"):
         fuse_inception(model512, impl="nope")
+    # asked for oneDNN explicitly where oneDNN has no such convs: a clear error, no fallback
+    with cpu_caps.override(bf16="none", fp16="none"):
+        for dtype in (torch.bfloat16, torch.float16):
+            with pytest.raises(RuntimeError, match="impl='onednn' needs .*(bfloat16|float16).*impl='auto'"):
+                model512.fuse(dtype, impl="onednn")
 
 
-def test_emulated_bf16_warns(model512, monkeypatch):
-    monkeypatch.setattr(fused_mod, "native_cpu_bf16", lambda: False)
-    with pytest.warns(RuntimeWarning, match="emulates bfloat16"):
-        model512.fuse(torch.bfloat16)
+def test_emulated_bf16_warns(model512):
+    if cpu_caps.detect().bf16 == "none":
+        pytest.skip(f"oneDNN can't run bfloat16 convs here at all ({cpu_caps.detect().describe()})")
+    with cpu_caps.override(bf16="emulated"):
+        with pytest.warns(RuntimeWarning, match="emulates bfloat16"):
+            fused = model512.fuse(torch.bfloat16)
+    assert fused.impl == "onednn"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_no_native_low_precision_falls_back_with_warning(model128, images, dtype):
+    """The branch an AVX2-only CPU takes (oneDNN has no bfloat16/float16 convs there), forced on
+    every machine: fuse() warns that it is slower than float32 and runs ATen's convs, which exist
+    on every CPU; the embeddings still match the float32 model."""
+    name = str(dtype).replace("torch.", "")
+    with cpu_caps.override(bf16="none", fp16="none"):
+        with pytest.warns(RuntimeWarning, match=f"{name} on this CPU: oneDNN has no {name} convolutions.*slower "
+                                                f"than float32"):
+            fused = model128.fuse(dtype)
+    assert fused.impl == "aten" and fused.dtype == dtype and fused.engine_decision.engine == "fused-aten"
+    assert fused.small_batch_graph is None   # oneDNN Graph is float32 only
+    with torch.no_grad():
+        out, ref = fused(images[:2]), model128(images[:2])
+    assert out.dtype == torch.float32
+    assert F.cosine_similarity(out, ref).min().item() >= BF16_MIN_COS
+
+
+def test_native_bf16_does_not_warn(model512):
+    if cpu_caps.detect().bf16 != "native":
+        pytest.skip(f"no native bfloat16 on this CPU ({cpu_caps.detect().describe()})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fused = model512.fuse(torch.bfloat16)
+    assert fused.impl == "onednn"
+
+
+@pytest.mark.parametrize("isa", ["amx", "avx512", "avx2", "neon", "other"])
+def test_auto_rules_per_cpu_class(isa):
+    """impl='auto': oneDNN Graph for small float32 CPU batches on the measured x86 classes, the eager
+    fused model above; unmeasured classes get ATen's convs; never the graph off CPU or in bf16."""
+    with cpu_caps.override(isa_class=isa, onednn=True, onednn_graph=isa in ("amx", "avx512", "avx2")) as caps:
+        measured = isa in ("amx", "avx512", "avx2")
+        small = choose_engine(caps, "cpu", torch.float32, 1)
+        big = choose_engine(caps, "cpu", torch.float32, 64)
+        assert small.engine == ("graph" if measured else "fused-aten")
+        assert big.engine == ("fused-onednn" if measured else "fused-aten")
+        if measured:
+            assert choose_engine(caps, "cpu", torch.float32, GRAPH_MAX_BATCH[isa]).engine == "graph"
+            assert choose_engine(caps, "cpu", torch.float32, GRAPH_MAX_BATCH[isa] + 1).engine == "fused-onednn"
+        assert choose_engine(caps, "cpu", torch.bfloat16, 1).engine != "graph"
+        assert choose_engine(caps, "cuda", torch.float32, 1).engine == "fused-aten"
+        assert all(d.reason and d.isa_class == isa for d in (small, big))
+    with cpu_caps.override(isa_class="avx2", onednn_graph=False) as caps:
+        assert choose_engine(caps, "cpu", torch.float32, 1).engine == "fused-onednn"
+
+
+def test_auto_small_batches_run_on_onednn_graph(model128, images):
+    """fuse()'s default: a batch of 1 runs on oneDNN Graph, a big batch on the eager fused model;
+    both equal the plain model, and each call records which engine ran; impl= overrides."""
+    caps = cpu_caps.detect()
+    if not (caps.onednn_graph and caps.isa_class in GRAPH_MAX_BATCH):
+        pytest.skip(f"oneDNN Graph isn't chosen on this CPU ({caps.describe()})")
+    fused = model128.fuse()
+    assert fused.decision_for(1).engine == "graph" and fused.decision_for(64).engine == "fused-onednn"
+    x = torch.cat([images] * 4)[: GRAPH_MAX_BATCH[caps.isa_class] + 1]
+    with torch.no_grad():
+        assert (fused(images[:1]) - model128(images[:1])).abs().max().item() <= FP32_TOL
+        assert fused.last_engine == "graph"
+        assert (fused(x) - model128(x)).abs().max().item() <= FP32_TOL
+        assert fused.last_engine == "fused-onednn"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())  # the graph is no submodule
+    clone = pickle.loads(pickle.dumps(fused))   # the graph's compiled shapes are a cache: dropped
+    assert clone.small_batch_graph.compiled_shapes == [] and clone.graph_max_batch == fused.graph_max_batch
+    forced = model128.fuse(impl="onednn")
+    assert forced.small_batch_graph is None and forced.decision_for(1).engine == "fused-onednn"
+    assert "impl='onednn' given" in forced.engine_decision.reason
+    with cpu_caps.override(isa_class="neon", onednn_graph=False):
+        arm = model128.fuse()
+    assert arm.small_batch_graph is None and arm.impl == "aten"
+    with torch.no_grad():
+        assert (arm(images[:1]) - model128(images[:1])).abs().max().item() <= FP32_TOL
 
 
 def test_pickle_deepcopy_and_state(model512, images):
-    fused = model512.fuse()
+    fused = model512.fuse(impl="onednn" if cpu_caps.detect().onednn else "aten")  # eager: no compile per copy
     with torch.no_grad():
         ref = fused(images)  # populates the prepacked-weight cache, which must not be pickled
     clone = pickle.loads(pickle.dumps(fused))
@@ -212,7 +297,7 @@ def test_pickle_deepcopy_and_state(model512, images):
         for other in (clone, copy.deepcopy(fused), loaded):
             assert torch.equal(other(images), ref)
     # the state is plain tensors: a fresh fuse of the same model has the same state_dict
-    again = model512.fuse().state_dict()
+    again = model512.fuse(impl=fused.impl).state_dict()
     assert again.keys() == fused.state_dict().keys()
     assert all(torch.equal(again[k], v) for k, v in fused.state_dict().items())
     assert not any(p.requires_grad for p in fused.parameters())

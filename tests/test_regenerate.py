@@ -1,6 +1,7 @@
-"""`make checkpoints` (converter.regenerate): byte-identical reruns, absent sources listed, the
-committed manifest enforced by `--check`."""
+"""`make checkpoints` (converter.regenerate): byte-identical reruns, also across machines (committed
+files hold no measured float), absent sources listed, the committed manifest enforced by `--check`."""
 import json
+import math
 import shutil
 
 import pytest
@@ -28,7 +29,7 @@ def sources(tmp_path_factory):
 def regenerated(fixture512, sources, tmp_path_factory):
     out = tmp_path_factory.mktemp("checkpoints")
     lines = []
-    first = regenerate(out, sources, fixture_source=fixture512.directory, batch=1, log=lines.append)
+    first = regenerate(out, sources, fixture_source=fixture512.directory, batch=1, reports=True, log=lines.append)
     snap = _snapshot(out)
     second = regenerate(out, sources, fixture_source=fixture512.directory, batch=1, log=lambda _: None)
     return out, first, second, snap, lines
@@ -51,11 +52,19 @@ def test_outputs_reports_and_manifest(regenerated, sources):
     conversion = json.loads((out / (o["file"] + ".json")).read_text())
     assert conversion["output"]["sha256"] == o["sha256"] and conversion["output"]["file"] == o["file"]
     assert conversion["source"]["path"].startswith("generated: converter.tf_graphs.write_fixture(")
-    assert rec["parity"]["passed"] and float(rec["parity"]["max_abs"]) < 1e-5 and rec["parity"]["batch"] == 1
-    for rel in rec["reports"]:
+    # the manifest holds the verdict and its tolerance, never a measured figure
+    assert rec["parity"] == {"passed": True, "atol": 1e-5, "batch": 1, "seed": 0,
+                             "tf_graph": "frozen graph fixture-512d-seed0.pb"}
+    committed_conversion = json.loads((out / rec["reports"][0]).read_text())
+    assert rec["reports"] == [f"reports/{FIXTURE_ID}.conversion.json"] and "libraries" not in committed_conversion
+    assert committed_conversion["output"] == conversion["output"]
+    for rel in rec["reports"] + rec["run_reports"]:
         assert (out / rel).is_file(), rel
     md = (out / "reports" / f"{FIXTURE_ID}.md").read_text()
     assert o["sha256"] in md and "Mixed_8b" in md and str(out) not in md   # no temp paths in reports
+    figures = json.loads((out / "reports" / f"{FIXTURE_ID}.parity.json").read_text())
+    assert 0 < figures["max_abs"] < 1e-5 and figures["machine"]["torch_threads"] >= 1
+    assert figures["machine"]["cpu"] in md   # the per-run report says where it was measured
     # absent sources are listed, in the output and in the manifest, with the command to run
     for entry_id in SANDBERG_IDS:
         assert manifest["entries"][entry_id]["status"] == "absent"
@@ -72,7 +81,8 @@ def test_mtcnn_entry_from_the_real_sources(mtcnn_src, tmp_path):
     result = regenerate(tmp_path / "out", src, only=["mtcnn.sandberg"], log=lambda _: None)
     mtcnn = result.manifest["entries"]["mtcnn.sandberg"]
     committed = json.loads((REPO / "checkpoints" / "mtcnn" / "manifest.json").read_text())["files"]
-    assert mtcnn["status"] == "converted" and mtcnn["parity"]["passed"]
+    assert mtcnn["status"] == "converted"
+    assert mtcnn["parity"] == {"passed": True, "atol": mtcnn["parity"]["atol"], "seed": 0}
     assert {x["file"]: x["sha256"] for x in mtcnn["outputs"]} == \
         {f"mtcnn/{k}": v["sha256"] for k, v in committed.items()}
 
@@ -122,3 +132,37 @@ def test_update_registry_records_outputs(regenerated, tmp_path):
     (w,) = next(m for m in json.loads(reg.read_text())["models"] if m["id"] == FIXTURE_ID)["weights"]
     (o,) = first.manifest["entries"][FIXTURE_ID]["outputs"]
     assert (w["file"], w["sha256"], w["size"], w["reason"]) == (o["file"], o["sha256"], o["size"], None)
+
+
+COMMITTED_BY_CHECKPOINTS = ("manifest.json", "reports/*.conversion.json", "*.pt", "mtcnn/*")
+
+
+def _committed_files(root):
+    """What `make checkpoints` writes into files a commit holds (and the local weights beside them)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for pattern in COMMITTED_BY_CHECKPOINTS for p in sorted(root.glob(pattern)) if p.is_file()}
+
+
+def test_two_machines_write_byte_identical_committed_files(fixture512, sources, tmp_path):
+    """`make checkpoints` in two environments whose float results differ (one thread vs two with
+    oneDNN and ATen restricted to AVX2) writes the same committed bytes; only the per-run reports
+    (`make reports`), which record their machine, differ."""
+    envs = {"one-thread": {"OMP_NUM_THREADS": "1"},
+            "avx2-two-threads": {"OMP_NUM_THREADS": "2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+    outs = {}
+    for name, env in envs.items():
+        out = tmp_path / name
+        res = run_cli("--out", out, "--src", sources, "--fixture-source", fixture512.directory, "--batch", "1",
+                      "--reports", module="converter.regenerate", env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        outs[name] = out
+    a, b = (_committed_files(o) for o in outs.values())
+    assert a.keys() == b.keys() and "manifest.json" in a and f"reports/{FIXTURE_ID}.conversion.json" in a
+    assert [k for k in a if a[k] != b[k]] == []
+    # the environments really differed, and the per-run reports say so
+    machines = [json.loads((o / "reports" / f"{FIXTURE_ID}.parity.json").read_text())["machine"]
+                for o in outs.values()]
+    assert [m["torch_threads"] for m in machines] == [1, 2]
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in machines[1]["isa_restriction"] and machines[1]["isa_class"] != "avx512"
+    figures = [json.loads((o / "reports" / f"{FIXTURE_ID}.parity.json").read_text()) for o in outs.values()]
+    assert all(math.isfinite(f["l2"]) and f["max_abs"] < f["atol"] for f in figures)

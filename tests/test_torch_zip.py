@@ -38,8 +38,9 @@ def torch_save_reference(arrays) -> bytes:
 def assert_same_bytes(ours: bytes, ref: bytes) -> None:
     if ours != ref:
         i = next((i for i, (x, y) in enumerate(zip(ours, ref)) if x != y), min(len(ours), len(ref)))
-        pytest.fail(f"bytes differ (ours {len(ours)} B, torch {len(ref)} B); first at {i}: "
-                    f"ours {ours[i - 8:i + 8]!r} vs torch {ref[i - 8:i + 8]!r}")
+        pytest.fail(f"bytes differ from the installed torch {torch.__version__}'s torch.save (the writer was "
+                    f"checked against torch 2.13.0; see converter/torch_zip.py) (ours {len(ours)} B, torch "
+                    f"{len(ref)} B); first at {i}: ours {ours[i - 8:i + 8]!r} vs torch {ref[i - 8:i + 8]!r}")
 
 
 def pickle_opcodes(archive: bytes) -> list[str]:
