@@ -357,7 +357,7 @@ def report_inputs(inputs, *, weights=None, conversion=None, out_dir=None, html_t
     results = []
     for item in inputs:
         path = Path(item)
-        if path.is_file() and path.suffix == ".json":
+        if path.suffix == ".json":
             parity = load_json(path)
             if not _is_parity_dict(parity):
                 raise ConversionError(f"{path}: not a parity report (write one with `facenet-convert "
@@ -399,7 +399,7 @@ def _check_report_paths(inputs, *, weights, conversion, out_dir, html_too, png, 
     read, written = [weights, conversion], []
     for item in inputs:
         path = Path(item)
-        if path.is_file() and path.suffix == ".json":
+        if path.suffix == ".json":
             target, stem = (Path(out_dir) if out_dir else path.parent), _stem_of(path)
             read.append(path)
         else:

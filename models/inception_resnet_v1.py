@@ -252,7 +252,7 @@ MAX_EMBEDDING_SIZE = 4096      # FaceNet models are 128-d or 512-d; bounds what 
 MAX_CLASSES = 1_000_000         # MS-Celeb-1M has 100k identities
 
 
-def _sizes(state_dict: dict, source: str) -> tuple[int, int | None]:
+def state_dict_sizes(state_dict: dict, source: str) -> tuple[int, int | None]:
     """(embedding size, classes) read from the state_dict's shapes, within sane bounds."""
     w = state_dict.get("last_linear.weight")
     if w is None:
@@ -276,7 +276,7 @@ def check_state_dict_shapes(state_dict: dict, source: str = "<state_dict>") -> t
     """Every key and shape against the architecture, before any model is allocated: the expected
     shapes come from a model built on the meta device (no memory). Returns (embedding size,
     classes); ModelLoadError lists missing, unexpected and mis-shaped keys."""
-    emb, n_cls = _sizes(state_dict, source)
+    emb, n_cls = state_dict_sizes(state_dict, source)
     with torch.device("meta"):
         want = {k: tuple(v.shape) for k, v in
                 InceptionResNetV1(embedding_size=emb, num_classes=n_cls).state_dict().items()}

@@ -359,12 +359,12 @@ def resolve_inception_weights(name_or_path, *, registry: Registry | None = None,
 
 
 def _load_checked(path: Path) -> dict:
-    """The state_dict of `path`, its values (finite floats) and every shape checked against the
-    architecture before any model is sized from it."""
-    from .inception_resnet_v1 import check_state_dict_shapes
+    """The state_dict of `path`, its values (finite floats) and the sizes a model is built from
+    (embedding, classes) checked against the architecture's bounds before any model is sized."""
+    from .inception_resnet_v1 import state_dict_sizes
 
     state_dict = load_state_dict_file(path)
-    check_state_dict_shapes(state_dict, str(path))
+    state_dict_sizes(state_dict, str(path))
     return state_dict
 
 
