@@ -48,18 +48,17 @@ def _print_parity(report, path) -> int:
 def _cmd_verify(args) -> int:
     from .sources import resolve_source
 
-    source_files = [] if args.reference or args.source is None else \
-        resolve_source(args.source, step=args.step).input_files()
-    check_run_paths(inputs=[*source_files, args.weights, args.reference, args.source if args.reference else None],
-                    outputs=[(args.report, (".json",))])
     if args.reference:  # the TF side recorded in an .h5 file: no TensorFlow needed
         from .reference import verify_reference
 
         if args.source is None or args.weights is not None:
             raise ConversionError("verify --reference REF.h5 takes WEIGHTS only (the TF side is in REF.h5)")
+        check_run_paths(inputs=[args.reference, args.source], outputs=[(args.report, (".json",))])
         return _print_parity(verify_reference(args.reference, args.source, atol=args.atol), args.report)
     if args.source is None or args.weights is None:
         raise ConversionError("verify needs SOURCE and WEIGHTS (or --reference REF.h5 WEIGHTS)")
+    check_run_paths(inputs=[resolve_source(args.source, step=args.step).input_files(), args.weights],
+                    outputs=[(args.report, (".json",))])
     from .verify import verify
 
     report = verify(args.source, args.weights, batch=args.batch, seed=args.seed, atol=args.atol,

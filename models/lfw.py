@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_io import atomic_write_bytes
-from .paths import PathError, read_capped
+from .paths import PathError, check_output, read_capped
 
 METRICS = ("squared-l2", "angular")
 MAX_PAIRS_BYTES = 16 << 20     # LFW's pairs.txt is 0.1 MB
@@ -317,7 +317,8 @@ def evaluate(emb1: np.ndarray, emb2: np.ndarray, issame, n_folds: int = 10, metr
 
 
 def plot_roc(result: LFWResult, path, title: str | None = None) -> None:
-    """Write the ROC curve (averaged over folds) to a PNG. Needs matplotlib."""
+    """Write the ROC curve (averaged over folds) to a PNG, atomically. Needs matplotlib."""
+    check_output(path, (".png",))
     try:
         import matplotlib
         matplotlib.use("Agg")

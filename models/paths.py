@@ -109,10 +109,10 @@ def _check_name(path: Path) -> None:
 
 def _check_parents(path: Path) -> None:
     """The first existing ancestor must be a folder (else the write fails with ENOTDIR)."""
-    for parent in path.absolute().parents:
+    for parent in path.parents:
         if os.path.lexists(parent):
             if not parent.is_dir():
-                raise PathError(f"{path}: {parent} is not a folder")
+                raise PathError(f"{parent}: cannot write {path.name} there: it is a file, not a folder")
             return
 
 
@@ -120,11 +120,9 @@ def check_output(path, suffixes: tuple[str, ...] = ()) -> Path:
     """One output on its own: suffix, name length, parents, and what is there now."""
     path = Path(path)
     _check_name(path)
-    if suffixes and not path.name.lower().endswith(tuple(s.lower() for s in suffixes)):
-        raise PathError(f"{path}: output must end in {' or '.join(suffixes)}")
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         _check_parents(path)
     except OSError as e:
         raise PathError(f"{path}: cannot be written ({e.strerror or e})") from None
@@ -133,6 +131,8 @@ def check_output(path, suffixes: tuple[str, ...] = ()) -> Path:
             raise PathError(f"{path}: is a directory; give a file name")
         if not stat.S_ISREG(st.st_mode):
             raise PathError(f"{path}: is {_kind(st.st_mode)}; an output must be a regular file")
+    if suffixes and not path.name.lower().endswith(tuple(s.lower() for s in suffixes)):
+        raise PathError(f"{path}: output must end in {' or '.join(suffixes)}")
     return path
 
 
@@ -182,7 +182,7 @@ def check_run_paths(inputs: Iterable = (), outputs: Iterable = (), output_dirs: 
     for d in _flatten(output_dirs):
         _check_name(d)
         if os.path.lexists(d) and not d.is_dir():
-            raise PathError(f"{d}: exists and is not a folder")
+            raise PathError(f"{d}: cannot write into it: it is a file, not a folder")
         if not d.exists():
             _check_parents(d)
         real = os.path.realpath(d)
