@@ -71,6 +71,8 @@ def in_process(main, argv) -> tuple[int, str]:
         return main(argv), ""
     except SystemExit as e:
         return e.code, ""
+    except Exception as e:   # noqa: BLE001 - what a process would show as a traceback, exit 1
+        return 1, f"{type(e).__name__}: {e}"
 
 
 # --------------------------------------------------------------------------------- fixtures
@@ -507,10 +509,13 @@ def test_reference_file_claiming_a_huge_batch(weights128, tmp_path):
     ["compare", "a", "b", "--threshold", "nan"], ["compare", "a", "b", "--threshold", "-inf"],
     ["embed", "D", "-o", "o.npz", "--workers", "-1"], ["embed", "D", "-o", "o.npz", "--image-size", "0"],
     ["embed", "D", "-o", "o.npz", "--batch-size", "0"]])
-def test_bad_facenet_options_exit_2_before_any_work(argv):
+def test_bad_facenet_options_exit_2_before_any_work(argv, capsys):
+    """Refused by the option's own check (its name in the message), before DIR is even looked at."""
     from models.cli import main
 
     assert in_process(main, argv)[0] == 2
+    option = [a for a in argv if a.startswith("--")][-1]
+    assert f"argument {option}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [
@@ -518,10 +523,12 @@ def test_bad_facenet_options_exit_2_before_any_work(argv):
     ["fixture", "D", "--embedding-size", "0"], ["fixture", "D", "--num-classes", "-3"],
     ["reference", "S", "-o", "r.h5", "--batch", "100000"], ["verify-mtcnn", "--atol", "inf"],
     ["report", "x.json", "--batch", "-1"], ["convert", "S", "-o", "o.pt", "--step", "-1"]])
-def test_bad_convert_options_exit_2_before_any_work(argv):
+def test_bad_convert_options_exit_2_before_any_work(argv, capsys):
     from converter.cli import main
 
     assert in_process(main, argv)[0] == 2
+    option = [a for a in argv if a.startswith("--")][-1]
+    assert f"argument {option}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["name too long", "output is a directory", "parent is a file"])
