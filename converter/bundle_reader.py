@@ -36,6 +36,7 @@ from typing import Iterable
 import numpy as np
 
 from converter.errors import ConversionError
+from models.paths import PathError, open_regular
 from converter.leveldb_table import TableFormatError, crc32c, read_table, read_varint, unmask_crc
 
 __all__ = ["list_variables", "read_checkpoint", "BundleReader", "VariableInfo"]
@@ -310,9 +311,11 @@ class BundleReader:
         self.prefix = _prefix_str(prefix)
         self.index_path = self.prefix + ".index"
         try:
-            with open(self.index_path, "rb") as f:
+            with open_regular(self.index_path, "checkpoint index") as f:
                 _regular_file_size(f, self.index_path)
                 data = f.read()
+        except PathError as e:
+            raise ConversionError(str(e)) from None
         except FileNotFoundError:
             raise ConversionError(
                 f"{self.index_path}: checkpoint index not found (is {self.prefix!r} the "
@@ -398,7 +401,9 @@ class BundleReader:
     def _read_shard(self, shard_id: int, items, result: dict) -> None:
         path = self.shard_path(shard_id)
         try:
-            f = open(path, "rb", buffering=0)
+            f = open_regular(path, "data shard", buffering=0)
+        except PathError as e:
+            raise ConversionError(str(e)) from None
         except FileNotFoundError:
             raise ConversionError(f"{path}: data shard {shard_id} of {self.header.num_shards} "
                                   f"not found (needed by variable {items[0][0].name!r})") from None

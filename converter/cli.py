@@ -1,10 +1,14 @@
 """`facenet-convert`: thin command line over the converter. Exit codes: 0 ok, 1 parity outside
-tolerance, 2 bad input (the message names the file and variable)."""
+tolerance (and nothing else), 2 bad input or environment fault (one line naming the file, variable
+or option), 3 internal error (a bug: the traceback is printed)."""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+
+from models.options import finite, in_range, run_guarded
+from models.paths import PathError, check_run_paths
 
 from .errors import ConversionError, ParityError
 
@@ -42,14 +46,19 @@ def _print_parity(report, path) -> int:
 
 
 def _cmd_verify(args) -> int:
+    from .sources import resolve_source
+
     if args.reference:  # the TF side recorded in an .h5 file: no TensorFlow needed
         from .reference import verify_reference
 
         if args.source is None or args.weights is not None:
             raise ConversionError("verify --reference REF.h5 takes WEIGHTS only (the TF side is in REF.h5)")
+        check_run_paths(inputs=[args.reference, args.source], outputs=[(args.report, (".json",))])
         return _print_parity(verify_reference(args.reference, args.source, atol=args.atol), args.report)
     if args.source is None or args.weights is None:
         raise ConversionError("verify needs SOURCE and WEIGHTS (or --reference REF.h5 WEIGHTS)")
+    check_run_paths(inputs=[resolve_source(args.source, step=args.step).input_files(), args.weights],
+                    outputs=[(args.report, (".json",))])
     from .verify import verify
 
     report = verify(args.source, args.weights, batch=args.batch, seed=args.seed, atol=args.atol,
@@ -60,6 +69,8 @@ def _cmd_verify(args) -> int:
 def _cmd_fixture(args) -> int:
     from .tf_graphs import write_fixture
 
+    check_run_paths(output_dirs=[args.out_dir])
+
     fx = write_fixture(args.out_dir, embedding_size=args.embedding_size,
                        num_classes=args.num_classes or None, seed=args.seed, name=args.name)
     print(f"wrote Sandberg-format model directory {fx.directory}")
@@ -69,14 +80,17 @@ def _cmd_fixture(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.version import project_version
+
     p = argparse.ArgumentParser(prog="facenet-convert", description=" ".join(__doc__.split()))
+    p.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="TF model dir / checkpoint / frozen .pb -> .pt or .safetensors")
     c.add_argument("source", help="model directory, checkpoint prefix, or frozen .pb")
     c.add_argument("-o", "--output", required=True, help="OUT.pt or OUT.safetensors")
     c.add_argument("--report", help="conversion report JSON (default: OUTPUT + '.json')")
-    c.add_argument("--step", type=int, help="checkpoint step, when the directory holds several")
+    c.add_argument("--step", type=in_range(int, 0), help="checkpoint step, when the directory holds several")
     c.add_argument("--reader", choices=("auto", "pure", "tf"), default="auto",
                    help="checkpoint reader: pure Python (auto, no TensorFlow needed) or TensorFlow's")
     c.add_argument("--verify", action="store_true", help="then run both graphs and check parity")
@@ -90,18 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reference", metavar="REF.h5",
                    help="compare with TF activations recorded by `reference` (no TensorFlow needed); "
                         "then give WEIGHTS only")
-    v.add_argument("--batch", type=int, default=5, help="(with --reference: as recorded)")
-    v.add_argument("--seed", type=int, default=0, help="(with --reference: as recorded)")
-    v.add_argument("--atol", type=float, default=1e-5, help="max abs embedding difference allowed")
-    v.add_argument("--step", type=int)
+    v.add_argument("--batch", type=in_range(int, 1, 64), default=5, help="(with --reference: as recorded)")
+    v.add_argument("--seed", type=in_range(int, 0), default=0, help="(with --reference: as recorded)")
+    v.add_argument("--atol", type=finite(0.0), default=1e-5, help="max abs embedding difference allowed")
+    v.add_argument("--step", type=in_range(int, 0))
     v.add_argument("--report", help="write the parity report as JSON")
     v.set_defaults(func=_cmd_verify)
 
     f = sub.add_parser("fixture", help="write a Sandberg-format model directory with random weights")
     f.add_argument("out_dir")
-    f.add_argument("--embedding-size", type=int, default=512)
-    f.add_argument("--num-classes", type=int, default=17, help="Logits classes (0: no Logits)")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--embedding-size", type=in_range(int, 1, 4096), default=512)
+    f.add_argument("--num-classes", type=in_range(int, 0, 20000), default=17, help="Logits classes (0: no Logits)")
+    f.add_argument("--seed", type=in_range(int, 0), default=0)
     f.add_argument("--name", help="model name (default fixture-<emb>d-seed<seed>)")
     f.set_defaults(func=_cmd_fixture)
 
@@ -119,17 +133,8 @@ def _plugins():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ParityError as e:
-        print(f"parity: {e}", file=sys.stderr)
-        return EXIT_PARITY
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_guarded(lambda: args.func(args), prefix="error", bad_input=(ConversionError, PathError),
+                       parity=ParityError)
 
 
 if __name__ == "__main__":

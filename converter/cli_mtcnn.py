@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from models.options import finite, in_range, run_guarded
+
 from .errors import ConversionError, ParityError
 
 
@@ -28,8 +30,17 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .mtcnn_convert import check, verify_mtcnn
+    from models.paths import check_run_paths
+
+    from .mtcnn_convert import DEFAULT_SOURCE_DIR, check, verify_mtcnn
+    from .npy_source import SOURCE_FILES
     from .writer import atomic_write_json
+
+    src = args.src_dir or DEFAULT_SOURCE_DIR
+    weights = [f"{args.weights}/{net}{s}" for net in SOURCE_FILES for s in (".pt", ".safetensors")] \
+        if args.weights else []
+    check_run_paths(inputs=[f"{src}/{name}" for name in SOURCE_FILES.values()] + weights,
+                    outputs=[(args.json, (".json",))])
 
     report = verify_mtcnn(args.src_dir, args.weights, seed=args.seed, atol=args.atol, strict=args.strict)
     print(report.to_text())
@@ -67,8 +78,8 @@ def add_subcommands(subparsers) -> None:
                    help="folder holding det*.npy (default: checkpoints/tf/mtcnn)")
     v.add_argument("--weights", metavar="DIR", default=None,
                    help="folder with pnet/rnet/onet .pt or .safetensors (default: the committed checkpoints/mtcnn)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: %(default)s)")
-    v.add_argument("--atol", type=float, default=1e-5, help="tolerance on max abs difference (default: %(default)g)")
+    v.add_argument("--seed", type=in_range(int, 0), default=0, help="seed of the random inputs (default: %(default)s)")
+    v.add_argument("--atol", type=finite(0.0), default=1e-5, help="tolerance on max abs difference (default: %(default)g)")
     v.add_argument("--strict", action="store_true", help="refuse sources with an unknown sha256")
     v.add_argument("--json", metavar="PATH", default=None, help="also write the report as JSON to PATH")
     v.set_defaults(func=_verify)
@@ -79,14 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_subcommands(sub)
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ParityError as e:
-        print(f"parity failure: {e}", file=sys.stderr)
-        return 1
+    from models.paths import PathError
+
+    return run_guarded(lambda: args.func(args), prefix="error", bad_input=(ConversionError, PathError),
+                       parity=ParityError)
 
 
 if __name__ == "__main__":

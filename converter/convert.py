@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from models.paths import check_run_paths
+
 from .errors import ConversionError
 from .loader import LoadReport, arrays_to_state_dict
 from .sources import TFSource, read_variables, resolve_source
@@ -48,10 +50,9 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
     output = Path(output)
     if output.suffix not in SUFFIXES:
         raise ConversionError(f"{output}: output must end in one of {', '.join(SUFFIXES)}")
-    if output.is_dir():
-        raise ConversionError(f"{output}: is a directory; give a file name")
     report_path = Path(report_path) if report_path else default_report_path(output)
     src = resolve_source(src_path, step=step)
+    check_run_paths(inputs=src.input_files(), outputs=[(output, SUFFIXES), (report_path, (".json",))])
     arrays = read_variables(src, reader=reader)
     label = str(src.checkpoint_prefix or src.frozen_graph)
     state_dict, load_report = arrays_to_state_dict(arrays, label, progress=progress)

@@ -17,6 +17,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from models.paths import check_run_paths
 from models.mtcnn_nets import NETS
 from models.mtcnn import default_weights_dir, load_net
 
@@ -101,12 +102,15 @@ def convert_mtcnn(
     """det1/det2/det3.npy in ``src_dir`` -> pnet.pt, rnet.pt, onet.pt (+ .safetensors) and
     manifest.json in ``out_dir``. A sha256 mismatch is a warning in the report, or with ``strict``
     a ConversionError. Nothing is written unless all three sources convert."""
+    out = Path(out_dir)
+    suffixes = [".pt"] + ([".safetensors"] if safetensors else [])
+    check_run_paths(inputs=[Path(src_dir) / name for name in SOURCE_FILES.values()],
+                    outputs=[out / f"{net}{s}" for net in SOURCE_FILES for s in suffixes] + [out / MANIFEST_NAME],
+                    output_dirs=[out])
     sources = load_mtcnn_sources(src_dir, strict=strict)
     state_dicts = state_dicts_from_sources(sources)
-    out = Path(out_dir)
     files: dict[str, dict] = {}
     blobs: dict[Path, bytes] = {}
-    suffixes = [".pt"] + ([".safetensors"] if safetensors else [])
     for net, sd in state_dicts.items():
         for suffix in suffixes:
             path = out / f"{net}{suffix}"

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.paths import read_capped
+
 from .errors import ConversionError
 from .writer import sha256_file
 
@@ -34,6 +36,7 @@ SOURCE_FILES = {"pnet": "det1.npy", "rnet": "det2.npy", "onet": "det3.npy"}
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 1 << 16
+_MAX_NPY_BYTES = 64 << 20
 
 
 try:  # pragma: no cover - depends on the installed numpy
@@ -124,9 +127,9 @@ def read_det_npy(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     """
     path = Path(path)
     source = str(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise ConversionError(f"{source}: no such file")
-    data = path.read_bytes()
+    data = read_capped(path, _MAX_NPY_BYTES, "det*.npy weight file")   # Sandberg's are 0.03-1.6 MB
     f = io.BytesIO(data)
     header = _read_npy_header(f, source)
     if header["descr"] not in ("|O", "O"):
@@ -180,7 +183,7 @@ def load_mtcnn_sources(src_dir: str | os.PathLike, strict: bool = False) -> Mtcn
     params, hashes, warnings, paths = {}, {}, [], {}
     for net, fname in SOURCE_FILES.items():
         path = src_dir / fname
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ConversionError(f"{path}: missing ({net} weights; expected det1.npy, det2.npy, det3.npy)")
         hashes[fname], warning = check_sha256(path, strict)
         if warning:

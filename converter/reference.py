@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from models.options import in_range
+from models.paths import check_run_paths, require_regular
+
 from .errors import ConversionError
 from .writer import atomic_output
 
@@ -61,10 +64,11 @@ def write_reference(source, output, *, batch: int = 5, seed: int = 0, image_size
     from .tf_run import run_tf
     from .verify import make_batch
 
-    if batch < 1:
-        raise ConversionError(f"--batch must be at least 1, got {batch}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ConversionError(f"--batch must be 1 to {MAX_BATCH}, got {batch}")
     output = Path(output)
     src = resolve_source(source, step=step)
+    check_run_paths(inputs=src.input_files(), outputs=[(output, (".h5", ".hdf5"))])
     images = make_batch(batch, seed, image_size)
     run = run_tf(src, images)
     names = [n for n in run.outputs if n != "embeddings"]
@@ -97,8 +101,9 @@ def read_reference(path) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
     import h5py
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConversionError(f"{path}: no such reference file")
+    require_regular(path, "reference file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -108,17 +113,45 @@ def read_reference(path) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
         if attrs.get("format") != FORMAT:
             raise ConversionError(f"{path}: not a facenet-tf2pt reference file (format "
                                   f"{attrs.get('format')!r}, expected {FORMAT!r})")
-        for key in ("source_files", "end_points", "absent_end_points", "notes"):
-            attrs[key] = json.loads(attrs[key])
         try:
-            images = f["input"][()]
-            outputs = {name: f["end_points"][name][()] for name in attrs["end_points"]}
-            outputs["embeddings"] = f["embeddings"][()]
+            for key in ("source_files", "end_points", "absent_end_points", "notes"):
+                attrs[key] = json.loads(attrs[key])
+            if not all(isinstance(n, str) for n in attrs["end_points"]):
+                raise ValueError("end_points must be a list of names")
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConversionError(f"{path}: malformed reference attributes ({e})") from e
+        try:
+            datasets = {"input": f["input"], "embeddings": f["embeddings"]}
+            datasets.update({name: f["end_points"][name] for name in attrs["end_points"]})
         except KeyError as e:
             raise ConversionError(f"{path}: incomplete reference file ({e})") from e
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ConversionError(f"{path}: input has shape {list(images.shape)}, expected N x H x W x 3")
+        except TypeError as e:
+            raise ConversionError(f"{path}: malformed reference file ({e})") from e
+        _check_sizes(path, datasets)   # shapes come from the file: checked before anything is read
+        images = datasets.pop("input")[()]
+        outputs = {name: d[()] for name, d in datasets.items() if name != "embeddings"}
+        outputs["embeddings"] = datasets["embeddings"][()]
     return attrs, images.astype(np.float32), outputs
+
+
+MAX_BATCH = 64
+MAX_PIXELS = MAX_BATCH * 160 * 160      # the largest batch `reference --batch` writes
+MAX_DATASET_BYTES = 256 << 20
+
+
+def _check_sizes(path, datasets: dict) -> None:
+    shape = datasets["input"].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ConversionError(f"{path}: input has shape {list(shape)}, expected N x H x W x 3")
+    n, h, w, _ = shape
+    if not (1 <= n <= MAX_BATCH and 75 <= h and 75 <= w and n * h * w <= MAX_PIXELS):
+        raise ConversionError(f"{path}: input of shape {list(shape)} is outside the bounds a reference "
+                              f"file has (batch <= {MAX_BATCH}, images >= 75 px, <= {MAX_PIXELS} pixels)")
+    for name, d in datasets.items():
+        nbytes = int(np.prod(d.shape, dtype=np.float64)) * d.dtype.itemsize
+        if d.dtype.kind != "f" or nbytes > MAX_DATASET_BYTES:
+            raise ConversionError(f"{path}: dataset {name} is {d.dtype} {list(d.shape)}; expected float "
+                                  f"activations of at most {MAX_DATASET_BYTES >> 20} MB")
 
 
 def verify_reference(reference, weights, *, atol: float | None = None, float64: bool = True):
@@ -170,7 +203,7 @@ def add_subcommands(sub) -> None:
                                    "`verify --reference FILE WEIGHTS` then checks weights without TensorFlow.")
     r.add_argument("source", help="model directory, checkpoint prefix, or frozen .pb")
     r.add_argument("-o", "--output", required=True, help="the .h5 file to write")
-    r.add_argument("--batch", type=int, default=5)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--step", type=int, help="checkpoint step, when the directory holds several")
+    r.add_argument("--batch", type=in_range(int, 1, MAX_BATCH), default=5)
+    r.add_argument("--seed", type=in_range(int, 0), default=0)
+    r.add_argument("--step", type=in_range(int, 0), help="checkpoint step, when the directory holds several")
     r.set_defaults(func=_cmd_reference)

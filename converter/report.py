@@ -20,6 +20,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.options import in_range
+from models.paths import PathError, read_capped
+
 from .errors import ConversionError
 from .writer import atomic_write_bytes, json_bytes, sha256_file
 
@@ -298,12 +301,15 @@ def mtcnn_blocks(title: str, parity: dict, files: dict, sources: dict) -> list[t
 
 # ----------------------------------------------------------------------------- from files
 
+MAX_JSON_BYTES = 64 << 20
+
+
 def load_json(path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(read_capped(path, MAX_JSON_BYTES, "report JSON").decode("utf-8"))
     except FileNotFoundError as e:
         raise ConversionError(f"{path}: no such file") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ConversionError(f"{path}: not JSON ({e})") from e
 
 
@@ -346,18 +352,25 @@ def report_inputs(inputs, *, weights=None, conversion=None, out_dir=None, html_t
                   title=None, batch=5, seed=0, step=None) -> list[RenderedReport]:
     """The `report` subcommand: each input is a parity JSON, or a TF source (then `weights` is
     required and the verifier runs first; its parity JSON is written beside the report)."""
+    _check_report_paths(inputs, weights=weights, conversion=conversion, out_dir=out_dir, html_too=html_too,
+                        png=png, step=step)
     results = []
     for item in inputs:
         path = Path(item)
-        if path.is_file() and path.suffix == ".json":
+        if path.suffix == ".json":
             parity = load_json(path)
             if not _is_parity_dict(parity):
                 raise ConversionError(f"{path}: not a parity report (write one with `facenet-convert "
                                       f"verify ... --report PATH`)")
-            conv, note = find_conversion(path, parity, conversion)
-            target = Path(out_dir) if out_dir else path.parent
-            rendered = render_report(parity, conv, target, _stem_of(path), title=title, png=png,
-                                     html_too=html_too, notes=[note] if note else None)
+            try:
+                conv, note = find_conversion(path, parity, conversion)
+                target = Path(out_dir) if out_dir else path.parent
+                rendered = render_report(parity, conv, target, _stem_of(path), title=title, png=png,
+                                         html_too=html_too, notes=[note] if note else None)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                if isinstance(e, PathError):
+                    raise
+                raise ConversionError(f"{path}: malformed parity report ({type(e).__name__}: {e})") from None
         else:
             if weights is None:
                 raise ConversionError(f"{item}: a TF source needs --weights (the converted file to check); "
@@ -376,6 +389,31 @@ def report_inputs(inputs, *, weights=None, conversion=None, out_dir=None, html_t
             atomic_write_bytes(rendered.parity_json, json_bytes(parity))
         results.append(rendered)
     return results
+
+
+def _check_report_paths(inputs, *, weights, conversion, out_dir, html_too, png, step) -> None:
+    """The output rule for `report`, before any work: the files each input renders to must not be
+    any file read (inputs, weights, conversion reports) nor each other."""
+    from models.paths import check_run_paths
+
+    read, written = [weights, conversion], []
+    for item in inputs:
+        path = Path(item)
+        if path.suffix == ".json":
+            target, stem = (Path(out_dir) if out_dir else path.parent), _stem_of(path)
+            read.append(path)
+        else:
+            if weights is None:
+                continue   # refused with its own message below
+            from .sources import resolve_source
+
+            read += resolve_source(item, step=step).input_files()
+            target, stem = (Path(out_dir) if out_dir else Path(weights).parent), _stem_of(Path(weights))
+            written.append((target / f"{stem}{PARITY_SUFFIX}", (".json",)))
+        written.append((target / f"{stem}.md", (".md",)))
+        written += [(target / f"{stem}.png", (".png",))] if png else []
+        written += [(target / f"{stem}.html", (".html",))] if html_too else []
+    check_run_paths(inputs=read, outputs=written)
 
 
 # --------------------------------------------------------------------------------------- CLI
@@ -403,7 +441,7 @@ def add_subcommands(sub) -> None:
     r.add_argument("--title", help="report title (default: the file's stem)")
     r.add_argument("--html", action="store_true", help="also write HTML")
     r.add_argument("--no-png", action="store_true", help="no plot (no matplotlib needed)")
-    r.add_argument("--batch", type=int, default=5, help="for a SOURCE input")
-    r.add_argument("--seed", type=int, default=0, help="for a SOURCE input")
-    r.add_argument("--step", type=int, help="for a SOURCE input")
+    r.add_argument("--batch", type=in_range(int, 1, 64), default=5, help="for a SOURCE input")
+    r.add_argument("--seed", type=in_range(int, 0), default=0, help="for a SOURCE input")
+    r.add_argument("--step", type=in_range(int, 0), help="for a SOURCE input")
     r.set_defaults(func=_cmd_report)

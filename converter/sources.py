@@ -6,11 +6,14 @@ and no TensorFlow needed) or by TensorFlow's own reader; frozen graphs need Tens
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from models.paths import open_regular, require_regular
 
 from .errors import ConversionError
 
@@ -32,19 +35,30 @@ class TFSource:
     def weights_kind(self) -> str:
         return "checkpoint" if self.checkpoint_prefix else "frozen_graph"
 
+    def input_files(self) -> list[Path]:
+        """Every file a run on this source may read (for the output rule: none may be overwritten)."""
+        return [self.path, *self.weight_files(), self.frozen_graph, self.meta_graph]
+
     def weight_files(self) -> list[Path]:
         """The files the weights are read from (hashed into the conversion report)."""
         if self.checkpoint_prefix is None:
             return [self.frozen_graph]
+        from .bundle_reader import BundleReader
+
         prefix = self.checkpoint_prefix
-        index = Path(f"{prefix}.index")
-        shards = sorted(prefix.parent.glob(f"{prefix.name}.data-*-of-*"))
-        return [index, *shards]
+        reader = BundleReader(prefix)   # the index says how many shards: a stale one is not listed
+        return [Path(reader.index_path), *(Path(reader.shard_path(i)) for i in range(reader.header.num_shards))]
+
+
+def _regular_files(paths) -> list[Path]:
+    """`paths`, each checked to be a regular file: a FIFO or device among a model's files is
+    refused by name before anything opens it (it would block or never end)."""
+    return [require_regular(p) for p in sorted(paths)]
 
 
 def _checkpoints_in(directory: Path) -> dict[int, list[Path]]:
     found: dict[int, list[Path]] = {}
-    for index in directory.glob("*.ckpt-*.index"):
+    for index in _regular_files(directory.glob("*.ckpt-*.index")):
         m = _CKPT_INDEX.match(index.name)
         if m:
             found.setdefault(int(m["step"]), []).append(directory / m["prefix"])
@@ -72,13 +86,13 @@ def _resolve_dir(directory: Path, step: int | None) -> TFSource:
     elif step is not None:
         raise ConversionError(f"{directory}: --step {step} given, but the folder holds no checkpoint")
 
-    pbs = sorted(directory.glob("*.pb"))
+    pbs = _regular_files(directory.glob("*.pb"))
     if len(pbs) == 1:
         src.frozen_graph = pbs[0]
     elif len(pbs) > 1:
         src.notes.append(f"{directory}: several .pb files ({', '.join(p.name for p in pbs)}); "
                          f"none used: give the one to use as the source")
-    metas = sorted(directory.glob("*.meta"))
+    metas = _regular_files(directory.glob("*.meta"))
     if len(metas) == 1:
         src.meta_graph = metas[0]
 
@@ -94,21 +108,24 @@ def resolve_source(path, step: int | None = None) -> TFSource:
     if path.is_dir():
         return _resolve_dir(path, step)
     if path.suffix == ".pb":
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ConversionError(f"{path}: no such frozen graph")
+        require_regular(path, "frozen graph")
         return TFSource(path, "frozen_graph", frozen_graph=path)
     prefix = path
     if path.suffix == ".index":
         prefix = path.with_suffix("")
     elif re.search(r"\.data-\d+-of-\d+$", path.name):
         prefix = path.with_name(re.sub(r"\.data-\d+-of-\d+$", "", path.name))
+    if os.path.lexists(f"{prefix}.index"):
+        require_regular(f"{prefix}.index", "checkpoint index")
     if not Path(f"{prefix}.index").is_file():
         raise ConversionError(f"{path}: not a model directory, a frozen .pb, or a checkpoint prefix "
                               f"(no {prefix}.index)")
     m = re.search(r"\.ckpt-(\d+)$", prefix.name)
     if step is not None and (m is None or int(m[1]) != step):
         raise ConversionError(f"{path}: --step {step} does not match this checkpoint prefix")
-    metas = sorted(prefix.parent.glob("*.meta"))
+    metas = _regular_files(prefix.parent.glob("*.meta"))
     return TFSource(path, "checkpoint", checkpoint_prefix=prefix, step=int(m[1]) if m else None,
                     meta_graph=metas[0] if len(metas) == 1 else None)
 
@@ -147,7 +164,8 @@ def load_graph_def(pb: Path):
     tf = import_tf()
     graph_def = tf.compat.v1.GraphDef()
     try:
-        graph_def.ParseFromString(Path(pb).read_bytes())
+        with open_regular(pb, "frozen graph") as f:
+            graph_def.ParseFromString(f.read())
     except Exception as e:  # protobuf's DecodeError and friends
         raise ConversionError(f"{pb}: not a TensorFlow GraphDef ({e.__class__.__name__}: {e})") from e
     if not graph_def.node:

@@ -359,7 +359,9 @@ def write_fixture(out_dir, *, embedding_size: int = 512, num_classes: int | None
             frozen = v1.graph_util.convert_variables_to_constants(
                 sess, g.graph.as_graph_def(), ["embeddings"])
     pb = out_dir / f"{name}.pb"
-    pb.write_bytes(frozen.SerializeToString(deterministic=True))
+    from .writer import atomic_write_bytes
+
+    atomic_write_bytes(pb, frozen.SerializeToString(deterministic=True))
     return Fixture(out_dir, name, Path(f"{prefix}-{step}"), out_dir / f"model-{name}.meta", pb,
                    embedding_size, num_classes)
 

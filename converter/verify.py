@@ -85,9 +85,11 @@ class ParityReport:
         return "\n".join(lines)
 
     def write(self, path) -> None:
+        from models.paths import check_output
+
         from .writer import atomic_write_bytes
 
-        atomic_write_bytes(path, self.to_json().encode())
+        atomic_write_bytes(check_output(path, (".json",)), self.to_json().encode())
 
 
 def _fmt(x):

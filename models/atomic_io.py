@@ -21,8 +21,10 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    from .paths import open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:   # a FIFO or device is refused, not read forever
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
@@ -31,10 +33,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 _TEMP_SUFFIX = ".tmp"
 
 
+_NAME_MAX = 255        # bytes per file name (ext4, xfs, apfs, ...)
+_TEMP_EXTRA = 1 + 1 + 10 + 1 + 8 + len(_TEMP_SUFFIX)   # "." name "." pid "-" random suffix
+
+
+def _temp_stem(path: Path) -> str:
+    """The target's name as it appears in its temp names: cut (in bytes) so that
+    a temp name of a legal 255-byte target name still fits in 255 bytes."""
+    return os.fsdecode(os.fsencode(path.name)[: _NAME_MAX - _TEMP_EXTRA])
+
+
 def _temp_name(path: Path) -> Path:
-    """`.<name>.<pid>-<random>.tmp` beside `path`: hidden, and recognisably ours (see
-    `_remove_stale_temps`)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}")
+    """`.<name>.<pid>-<random>.tmp` beside `path` (the name cut to fit): hidden, unique per
+    call, and recognisably ours (see `_remove_stale_temps`)."""
+    return path.with_name(f".{_temp_stem(path)}.{os.getpid()}-{secrets.token_hex(4)}{_TEMP_SUFFIX}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -51,7 +63,7 @@ def _remove_stale_temps(path: Path) -> None:
     """Remove temp files a killed writer of `path` left behind (a kill between naming a temp
     file and renaming it, or on a filesystem without O_TMPFILE): only files named like ours for
     this target whose writing process is gone."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(_TEMP_SUFFIX)}$")
+    pattern = re.compile(rf"^\.{re.escape(_temp_stem(path))}\.(\d+)-[0-9a-f]{{8}}{re.escape(_TEMP_SUFFIX)}$")
     try:
         names = os.listdir(path.parent)
     except OSError:

@@ -5,8 +5,9 @@
     facenet compare A.jpg B.jpg [...] (--weights FILE | --pretrained NAME) [--threshold T] [--metric ...]
     facenet evaluate-lfw LFW_DIR --pairs pairs.txt (--weights FILE | --pretrained NAME) [--roc roc.png]
 
-Exit codes: 0 ok; 2 bad input (a one-line message on stderr naming the file); 1 unexpected error.
-Images are face crops unless ``--detect`` (MTCNN) is given.
+Exit codes (models/options.py): 0 ok; 2 bad input or environment fault (a one-line message on
+stderr naming the file or option); 3 internal error (a bug). No output may be an input or another
+output (models/paths.py). Images are face crops unless ``--detect`` (MTCNN) is given.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import argparse
 import json
 import os
 import sys
+
+from .options import finite, in_range, run_guarded
+from .paths import PathError, check_run_paths
 
 # Squared L2 between unit-norm embeddings; "same person" when the distance is below it.
 # FaceNet (Schroff et al. 2015, Fig. 1) illustrates 1.1 on this scale, and the thresholds Sandberg's
@@ -33,22 +37,27 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--standardization", choices=("fixed", "prewhiten"), default=None,
                    help="input standardization (default: the registry entry's; 'fixed' for --weights)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    g.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    g.add_argument("--batch-size", type=in_range(int, 1, 1024), default=64, metavar="N",
+                   help="images per batch (default 64)")
     g.add_argument("--engine", choices=("fused", "plain", "graph"), default="fused",
                    help="fused: model.fuse(), BatchNorm folded, same embeddings to ~1e-6 (default); plain: "
                         "the model as converted; graph: oneDNN Graph, compiled per batch shape (CPU)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
+    g.add_argument("--workers", type=in_range(int, 0, 256), default=None, metavar="N",
                    help="DataLoader worker processes (default: 0 on CPU, min(4, cores) with CUDA)")
     g.add_argument("--detect", action="store_true",
                    help="images are photos: crop the face with MTCNN first (default: images are face crops)")
-    g.add_argument("--margin", type=int, default=14, metavar="PX",
+    g.add_argument("--margin", type=in_range(int, 0, 1000), default=14, metavar="PX",
                    help="with --detect: margin around the box, in pixels of the crop (default 14)")
-    g.add_argument("--image-size", type=int, default=160, metavar="PX", help="crop size (default 160)")
+    g.add_argument("--image-size", type=in_range(int, 75, 512), default=160, metavar="PX",
+                   help="crop size, 75 to 512 (default 160)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .version import project_version
+
     parser = argparse.ArgumentParser(prog="facenet", description="FaceNet embeddings, comparisons and LFW audits.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("embed", help="embed every image under DIR into an .npz",
@@ -65,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--metric", choices=("squared-l2", "angular"), default="squared-l2",
                    help="squared-l2 (default) or angular = arccos(cosine)/pi")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=finite(0.0), default=None,
                    help=f"same person if distance < T (default {DEFAULT_THRESHOLD} for squared-l2, its "
                         f"angular equivalent 0.351 for angular; evaluate-lfw prints a calibrated one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -76,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("lfw_dir", metavar="LFW_DIR", help="LFW images as LFW_DIR/Name/Name_0001.jpg (aligned crops, "
                                                       "or raw photos with --detect)")
     p.add_argument("--pairs", required=True, metavar="pairs.txt")
-    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--folds", type=in_range(int, 2, 1000), default=10)
     p.add_argument("--metric", choices=("squared-l2", "angular"), default="squared-l2")
     p.add_argument("--flip", action="store_true", help="concatenate embeddings of the image and its mirror")
     p.add_argument("--subtract-mean", action="store_true", help="subtract the training folds' mean embedding")
     p.add_argument("--paper", action="store_true",
                    help="the settings of Sandberg's published 2018 figures: --metric angular --flip --subtract-mean")
-    p.add_argument("--far", type=float, default=1e-3, help="target FAR for VAL (default 1e-3)")
+    p.add_argument("--far", type=finite(0.0, 1.0), default=1e-3, help="target FAR for VAL, in (0, 1] (default 1e-3)")
     p.add_argument("--roc", metavar="ROC.png", help="write the ROC curve (needs matplotlib)")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     _add_model_args(p)
@@ -135,8 +144,13 @@ def _embedder(args, flip: bool = False, selection_method: str | None = None):
 def cmd_embed(args) -> int:
     from .data import ImageLoadError
 
+    from .data import is_image_file
+    from .paths import walk_files
+
     if not os.path.isdir(args.dir):
         raise InputError(f"{args.dir}: not a directory")
+    check_run_paths(inputs=[walk_files(args.dir, accept=is_image_file).files, args.weights],
+                    outputs=[(args.output, (".npz",))])
     emb, lm = _embedder(args, flip=args.flip)
     if args.verbose:
         d = emb.engine_decision
@@ -152,6 +166,10 @@ def cmd_embed(args) -> int:
     except ImageLoadError as e:
         raise InputError(str(e)) from None
     res.meta.update(model=lm.name)
+    if not res.paths:   # nothing to save: say why, write nothing
+        reasons = sorted({r for _, r in res.skipped})
+        raise InputError(f"{args.dir}: no image could be embedded ({len(res.skipped)} skipped: "
+                         f"{'; '.join(reasons[:3])}{'; ...' if len(reasons) > 3 else ''})")
     try:
         res.save(args.output)
     except OSError as e:
@@ -166,9 +184,6 @@ def cmd_embed(args) -> int:
             print(f"  {p}: {r}")
         if len(res.skipped) > 20:
             print(f"  ... and {len(res.skipped) - 20} more (skipped_paths / skipped_reasons in {args.output})")
-    if not res.paths:
-        print(f"facenet: error: {args.dir}: no image could be embedded", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -181,8 +196,9 @@ def cmd_compare(args) -> int:
     if len(args.images) < 2:
         raise InputError("compare needs at least two images")
     for p in args.images:
-        if not os.path.isfile(p):
+        if not os.path.exists(p):
             raise InputError(f"{p}: no such file")
+    check_run_paths(inputs=[args.images, args.weights])
     threshold = args.threshold
     if threshold is None:
         threshold = DEFAULT_THRESHOLD if args.metric == "squared-l2" else squared_l2_to_angular(DEFAULT_THRESHOLD)
@@ -231,6 +247,8 @@ def cmd_evaluate_lfw(args) -> int:
 
     if not os.path.isdir(args.lfw_dir):
         raise InputError(f"{args.lfw_dir}: not a directory")
+    if args.far <= 0:
+        raise InputError(f"--far {args.far}: must be above 0 (a false accept rate in (0, 1])")
     if args.paper:
         args.metric, args.flip, args.subtract_mean = "angular", True, True
     try:
@@ -241,6 +259,8 @@ def cmd_evaluate_lfw(args) -> int:
     if pp.missing:
         print(f"skipped {len(pp.missing)} of {len(pairs)} pairs with a missing image, e.g. {pp.missing[0][1]}",
               file=sys.stderr)
+    check_run_paths(inputs=[args.pairs, pp.unique_paths, args.weights],
+                    outputs=[(args.json, (".json",)), (args.roc, (".png",))])
     if len(pp.issame) < args.folds:
         raise InputError(f"{args.pairs}: only {len(pp.issame)} pairs have both images under {args.lfw_dir}; "
                          f"need at least {args.folds}")
@@ -278,16 +298,12 @@ def cmd_evaluate_lfw(args) -> int:
         d = result.to_dict(curves=True)
         d.update(model=lm.name, standardization=lm.standardization, flip=args.flip, lfw_dir=args.lfw_dir,
                  pairs_file=args.pairs)
-        with open(args.json, "w") as f:
-            json.dump(d, f, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+        from .atomic_io import atomic_write_bytes
+
+        text = json.dumps(d, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+        atomic_write_bytes(args.json, (text + "\n").encode())
         print(f"results -> {args.json}")
     return 0
-
-
-def _one_line(msg: str, limit: int = 300) -> str:
-    """The first line of a message (torch's load errors run to several), at most ``limit`` chars."""
-    line = (msg.strip().splitlines() or [""])[0].strip()
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 COMMANDS = {"embed": cmd_embed, "compare": cmd_compare, "evaluate-lfw": cmd_evaluate_lfw}
@@ -295,14 +311,12 @@ COMMANDS = {"embed": cmd_embed, "compare": cmd_compare, "evaluate-lfw": cmd_eval
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except InputError as e:
-        print(f"facenet: error: {_one_line(str(e))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("facenet: interrupted", file=sys.stderr)
-        return 130
+    from .data import ImageLoadError
+    from .inception_resnet_v1 import ModelLoadError
+    from .lfw import PairsFormatError
+
+    return run_guarded(lambda: COMMANDS[args.command](args), prefix="facenet: error", first_line_only=True,
+                       bad_input=(InputError, PathError, ModelLoadError, ImageLoadError, PairsFormatError))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .paths import PathError, require_regular, walk_files
 from .preprocessing import resize, standardize, to_tensor
 
 IMAGE_EXTENSIONS = frozenset({
@@ -56,6 +57,12 @@ def _describe(e: BaseException) -> str:
 def _open_checked(path, max_pixels: int | None, draft: bool = True) -> Image.Image:
     """Open (header only) and apply the pixel bound: JPEGs over it get a draft (DCT-scaled,
     downscaled) decode, when ``draft``; other formats are refused."""
+    try:
+        require_regular(path, "image")   # a FIFO named *.jpg would block the open forever
+    except PathError as e:
+        raise ImageLoadError(path, str(e).split(": ", 1)[-1]) from None
+    except FileNotFoundError as e:
+        raise ImageLoadError(path, "no such file") from e
     try:
         with warnings.catch_warnings():
             # We apply our own bound below; Pillow's warning (89 MP) would only be noise.
@@ -149,23 +156,22 @@ def is_image_file(path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def scan_tree(root) -> tuple[list[str], list[str]]:
+def scan_tree(root, skipped: list | None = None) -> tuple[list[str], list[str]]:
     """(paths, labels): images under ``root``, label = the top-level subfolder's name ('' at root).
 
     Sorted: labels alphabetically, then paths within a label. Hidden files and folders are ignored.
+    Each real file is found once; links are followed only inside the tree (see
+    `models.paths.walk_files`); what was not walked (links out of the tree or in a loop,
+    unreadable folders, FIFOs) is appended to ``skipped`` as (path, reason).
     """
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a directory")
-    found: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        label = rel.parts[0] if rel.parts else ""
-        for name in sorted(filenames):
-            if is_image_file(name):
-                found.append((label, str(Path(dirpath) / name)))
-    found.sort()
+    walk = walk_files(root, accept=is_image_file)
+    if skipped is not None:
+        skipped += walk.skipped
+    found = sorted(((p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else ""), str(p))
+                   for p in walk.files)
     return [p for _, p in found], [lab for lab, _ in found]
 
 
@@ -196,7 +202,10 @@ class FaceDataset(torch.utils.data.Dataset):
                  strict: bool = False, max_pixels: int | None = MAX_PIXELS, check_headers: bool = True):
         if isinstance(root_or_paths, (str, os.PathLike)):
             self.root: str | None = str(root_or_paths)
-            paths, names = scan_tree(root_or_paths)
+            walk_skipped: list[tuple[str, str]] = []
+            paths, names = scan_tree(root_or_paths, walk_skipped)
+            if strict and walk_skipped:
+                raise ImageLoadError(*walk_skipped[0])
             if labels is not None:
                 raise ValueError("labels= is for a list of paths; a folder's labels are its subfolder names")
         else:
@@ -208,7 +217,7 @@ class FaceDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.strict = strict
         self.max_pixels = max_pixels
-        self.skipped: list[tuple[str, str]] = []
+        self.skipped: list[tuple[str, str]] = list(walk_skipped) if self.root is not None else []
         if check_headers:
             keep = []
             for i, p in enumerate(paths):

@@ -16,6 +16,7 @@ defaults to 'fixed' for any other weights file (the 2018 models); ``--standardiz
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import sys
@@ -26,8 +27,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .atomic_io import atomic_write_bytes
 from .data import MAX_PIXELS, NO_FACE, FaceDataset, crops_transform, make_loader
 from .inception_resnet_v1 import InceptionResNetV1, ModelLoadError, model_from_state_dict  # noqa: F401 (re-exported)
+from .paths import check_output
 from .preprocessing import STANDARDIZATIONS, standardize, unfixed
 
 DEFAULT_STANDARDIZATION = "fixed"
@@ -156,8 +159,8 @@ class EmbedResult:
     meta: dict = field(default_factory=dict)
 
     def save(self, path) -> None:
-        """Write an ``.npz`` (no pickles): see ``load_embeddings``."""
-        path = Path(path)
+        """Write an ``.npz`` (no pickles) atomically: see ``load_embeddings``."""
+        path = check_output(path, (".npz",))
         root = self.root
         rel = [_rel(p, root) for p in self.paths]
         classes = sorted(set(self.labels))
@@ -173,15 +176,9 @@ class EmbedResult:
             root=np.array(root or "", dtype=np.str_),
             meta=np.array(json.dumps(self.meta, sort_keys=True), dtype=np.str_),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())   # unique temp name: concurrent saves cannot mix
 
 
 def _rel(p: str, root: str | None) -> str:

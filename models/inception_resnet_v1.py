@@ -151,6 +151,8 @@ class InceptionResNetV1(nn.Module):
     or a weights file; `num_classes` then comes from the entry and a conflicting value raises.
     """
 
+    FEATURES = 1792   # channels of Block8, the input of the Bottleneck
+
     def __init__(self, pretrained: str | None = None, classify: bool = False,
                  num_classes: int | None = None, embedding_size: int = 512,
                  dropout_prob: float = 0.6, device=None,
@@ -185,7 +187,7 @@ class InceptionResNetV1(nn.Module):
         self.block8 = Block8(1.0, no_relu=True, **bn)                             # Block8
         self.avgpool_1a = nn.AdaptiveAvgPool2d(1)      # AvgPool_1a_8x8: VALID pool over the whole map
         self.dropout = nn.Dropout(dropout_prob)
-        self.last_linear = nn.Linear(1792, embedding_size, bias=False)            # Bottleneck/weights
+        self.last_linear = nn.Linear(self.FEATURES, embedding_size, bias=False)            # Bottleneck/weights
         self.last_bn = nn.BatchNorm1d(embedding_size, eps=bn_eps, momentum=bn_momentum, affine=True)
         if num_classes is not None:
             self.logits = nn.Linear(embedding_size, num_classes)                  # Logits (outside the scope)
@@ -246,13 +248,58 @@ class ModelLoadError(ValueError):
     """A weights file that is not an InceptionResNetV1 state_dict, or does not fit one."""
 
 
-def model_from_state_dict(state_dict: dict, source: str = "<state_dict>") -> InceptionResNetV1:
-    """Build an InceptionResNetV1 sized from the state_dict (embedding size, logits) and load it strictly."""
-    if "last_linear.weight" not in state_dict:
+MAX_EMBEDDING_SIZE = 4096      # FaceNet models are 128-d or 512-d; bounds what a file may ask for
+MAX_CLASSES = 1_000_000         # MS-Celeb-1M has 100k identities
+
+
+def state_dict_sizes(state_dict: dict, source: str) -> tuple[int, int | None]:
+    """(embedding size, classes) read from the state_dict's shapes, within sane bounds."""
+    w = state_dict.get("last_linear.weight")
+    if w is None:
         raise ModelLoadError(f"{source}: not an InceptionResNetV1 state_dict (no 'last_linear.weight'; "
                              f"{len(state_dict)} keys)")
-    emb = int(state_dict["last_linear.weight"].shape[0])
-    n_cls = int(state_dict["logits.weight"].shape[0]) if "logits.weight" in state_dict else None
+    features = InceptionResNetV1.FEATURES
+    if w.ndim != 2 or w.shape[1] != features or not 1 <= w.shape[0] <= MAX_EMBEDDING_SIZE:
+        raise ModelLoadError(f"{source}: last_linear.weight has shape {list(w.shape)}, expected "
+                             f"[embedding_size <= {MAX_EMBEDDING_SIZE}, {features}]")
+    emb = int(w.shape[0])
+    logits = state_dict.get("logits.weight")
+    if logits is None:
+        return emb, None
+    if logits.ndim != 2 or logits.shape[1] != emb or not 1 <= logits.shape[0] <= MAX_CLASSES:
+        raise ModelLoadError(f"{source}: logits.weight has shape {list(logits.shape)}, expected "
+                             f"[classes <= {MAX_CLASSES}, {emb}]")
+    return emb, int(logits.shape[0])
+
+
+def check_state_dict_shapes(state_dict: dict, source: str = "<state_dict>") -> tuple[int, int | None]:
+    """Every key and shape against the architecture, before any model is allocated: the expected
+    shapes come from a model built on the meta device (no memory). Returns (embedding size,
+    classes); ModelLoadError lists missing, unexpected and mis-shaped keys."""
+    emb, n_cls = state_dict_sizes(state_dict, source)
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in
+                InceptionResNetV1(embedding_size=emb, num_classes=n_cls).state_dict().items()}
+    problems = [f"missing {k}" for k in want if k not in state_dict]
+    problems += [f"unexpected {k}" for k in state_dict if k not in want]
+    problems += [f"{k} is {list(state_dict[k].shape)}, expected {list(shape)}" for k, shape in want.items()
+                 if k in state_dict and tuple(state_dict[k].shape) != shape]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ModelLoadError(f"{source}: does not match InceptionResNetV1 ({shown})")
+    return emb, n_cls
+
+
+def model_from_state_dict(state_dict: dict, source: str = "<state_dict>") -> InceptionResNetV1:
+    """Build an InceptionResNetV1 sized from the state_dict (embedding size, logits) and load it
+    strictly; shapes and values are checked before the model is allocated."""
+    from .serialization import check_tensor_values
+
+    emb, n_cls = check_state_dict_shapes(state_dict, source)
+    try:
+        check_tensor_values(state_dict, source)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
     model = InceptionResNetV1(embedding_size=emb, num_classes=n_cls)
     try:
         model.load_state_dict(state_dict, strict=True)

@@ -20,6 +20,7 @@ Pure numpy: no torch needed. ``plot_roc`` imports matplotlib only when called.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_io import atomic_write_bytes
+from .paths import PathError, check_output, read_capped
+
 METRICS = ("squared-l2", "angular")
+MAX_PAIRS_BYTES = 16 << 20     # LFW's pairs.txt is 0.1 MB
 ROC_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 
@@ -78,9 +83,11 @@ def parse_pairs(text: str, source: str = "<pairs>") -> list[Pair]:
 def read_pairs(path) -> list[Pair]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, MAX_PAIRS_BYTES, "pairs file").decode("utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such pairs file") from None
+    except PathError as e:
+        raise PairsFormatError(str(e)) from None
     except UnicodeDecodeError:
         raise PairsFormatError(f"{path}: not a text file") from None
     return parse_pairs(text, source=str(path))
@@ -310,7 +317,8 @@ def evaluate(emb1: np.ndarray, emb2: np.ndarray, issame, n_folds: int = 10, metr
 
 
 def plot_roc(result: LFWResult, path, title: str | None = None) -> None:
-    """Write the ROC curve (averaged over folds) to a PNG. Needs matplotlib."""
+    """Write the ROC curve (averaged over folds) to a PNG, atomically. Needs matplotlib."""
+    check_output(path, (".png",))
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -328,5 +336,7 @@ def plot_roc(result: LFWResult, path, title: str | None = None) -> None:
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(str(path))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())   # never a cut-off PNG over a good one

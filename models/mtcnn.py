@@ -15,6 +15,7 @@ with a box filter in torch rather than with PIL.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -402,11 +403,23 @@ class MTCNN(nn.Module):
 def _save_crops(crops: torch.Tensor, path) -> None:
     from PIL import Image
 
+    from .atomic_io import atomic_write_bytes
+
     path = str(path)
     base, ext = os.path.splitext(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
     for k, crop in enumerate(crops):
         target = path if k == 0 else f"{base}_{k + 1}{ext}"
-        Image.fromarray(crop.permute(1, 2, 0).to(torch.uint8).numpy()).save(target)
+        buf = io.BytesIO()
+        Image.fromarray(crop.permute(1, 2, 0).to(torch.uint8).numpy()).save(buf, format=_image_format(target))
+        atomic_write_bytes(target, buf.getvalue())
+
+
+def _image_format(path: str) -> str:
+    """Pillow's format name for a file name's extension (as Image.save(path) picks it)."""
+    from PIL import Image
+
+    Image.init()
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in Image.EXTENSION:
+        raise ValueError(f"{path}: unknown image extension {ext!r}; use .png or .jpg")
+    return Image.EXTENSION[ext]

@@ -72,8 +72,18 @@ def read_sidecar(path: Path) -> str | None:
 
 
 def _trust_on_first_use(path: Path, digest: str, origin: str) -> None:
-    """Record `digest` beside `path`, and say so loudly: nothing vouched for these bytes."""
-    atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    """Record `digest` beside `path`, and say so loudly: nothing vouched for these bytes. In a
+    folder this user cannot write (a shared, read-only cache) the file is used and the hash is
+    printed, with where it could not be recorded."""
+    try:
+        atomic_write_bytes(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    except OSError as e:
+        print(f"WARNING: trust on first use: the registry has no sha256 for {origin}.\n"
+              f"  sha256 {digest}  {path}\n"
+              f"  could not be recorded in {sidecar_path(path)} ({e.strerror or e}); this file is used "
+              f"unverified. Compare the hash with one you trust, or ask the cache's owner to record it.",
+              file=sys.stderr, flush=True)
+        return
     print(f"WARNING: trust on first use: the registry has no sha256 for {origin}.\n"
           f"  sha256 {digest}  {path}\n"
           f"  recorded in {sidecar_path(path)}; later loads are checked against it. Compare it with a "
@@ -337,15 +347,25 @@ def resolve_inception_weights(name_or_path, *, registry: Registry | None = None,
             raise FileNotFoundError(f"pretrained={str(name_or_path)!r}: no such weights file")
         entry = registry.for_file(path)
         check_file(path, name_sha8=_name_sha8(entry, path))   # its name's hash prefix / its record
-        state_dict = load_state_dict_file(path)
+        state_dict = _load_checked(path)
         if entry is None:
             return Entry.from_state_dict(path.name, state_dict), state_dict
         return _fit_entry(entry, state_dict, str(path)), state_dict
     entry = registry.get(str(name_or_path), arch="inception_resnet_v1")
     path = find_inception_file(entry, download_missing=download, progress=progress,
                                name_for_errors=str(name_or_path))
-    state_dict = load_state_dict_file(path)
+    state_dict = _load_checked(path)
     return _fit_entry(entry, state_dict, str(path)), state_dict
+
+
+def _load_checked(path: Path) -> dict:
+    """The state_dict of `path`, its values (finite floats) and the sizes a model is built from
+    (embedding, classes) checked against the architecture's bounds before any model is sized."""
+    from .inception_resnet_v1 import state_dict_sizes
+
+    state_dict = load_state_dict_file(path)
+    state_dict_sizes(state_dict, str(path))
+    return state_dict
 
 
 # -------------------------------------------------------------------------------------- MTCNN
