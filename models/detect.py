@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .resample import crop_resize_area, resize_area
+
 # Sandberg's NMS thresholds: within a scale, across scales, after R-Net, after O-Net ("Min")
 NMS_WITHIN_SCALE = 0.5
 NMS_ACROSS_SCALES = 0.7
@@ -97,7 +99,9 @@ def batched_nms(
     device = boxes.device
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=device)
-    order = torch.argsort(scores, descending=True, stable=True)
+    # descending score; equal scores: the later box first, as Sandberg's loop over
+    # np.argsort(s) (stable for his small arrays), which takes the last index first
+    order = torch.argsort(scores, stable=True).flip(0)
     order = order[torch.argsort(groups[order], stable=True)]
     g_sorted = groups[order]
     _, counts = torch.unique_consecutive(g_sorted, return_counts=True)
@@ -336,30 +340,48 @@ def _pnet_in_chunks(pnet, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
+def _candidates(prob: torch.Tensor, reg: torch.Tensor, scale: float, threshold: float):
+    """Sandberg's ``generateBoundingBox`` for a batch of P-Net maps (N, 2, H', W'), (N, 4, H', W').
+
+    Candidates come in his order: per image, column-major (he transposes the map before
+    ``np.where``). Boxes are ``fix((stride * (col, row) + 1) / scale)`` and
+    ``fix((stride * (col, row) + cell) / scale)``. His quirk is kept: when an image has a single
+    candidate at a scale, its regression is read from the mirrored column (``W' - 1 - col``) -- the
+    ``np.flipud`` he applies to the transposed regression maps in that case."""
+    img, j, i = torch.nonzero(prob[:, 1].transpose(1, 2) >= threshold, as_tuple=True)
+    counts = torch.bincount(img, minlength=prob.shape[0])
+    single = counts[img] == 1
+    jr = torch.where(single, prob.shape[3] - 1 - j, j)
+    score = prob[img, 1, i, j].double()
+    offsets = reg[img, :, i, jr].double()
+    col, row = j.double(), i.double()
+    boxes = torch.stack((
+        torch.trunc((PNET_STRIDE * col + 1) / scale), torch.trunc((PNET_STRIDE * row + 1) / scale),
+        torch.trunc((PNET_STRIDE * col + PNET_CELL) / scale), torch.trunc((PNET_STRIDE * row + PNET_CELL) / scale),
+    ), dim=1)
+    return boxes, score, offsets, img
+
+
+def _integral_uint8(images: torch.Tensor) -> bool:
+    """Whether the images hold uint8 values (then the pyramid is resized and rounded as uint8, as
+    Sandberg's detect_face does with the uint8 photo it is given)."""
+    return bool(((images >= 0) & (images <= 255) & (images == torch.round(images))).all())
+
+
 def _stage1(images, pnet, min_face_size, threshold, factor):
     n, _, h, w = images.shape
+    depth = "u8" if _integral_uint8(images) else "f64"
     scales = pyramid_scales(h, w, min_face_size, factor)
     found = []
-    levels = [images]
     for si, scale in enumerate(scales):
         hs, ws = int(math.ceil(h * scale)), int(math.ceil(w * scale))
-        level = F.interpolate(images, size=(hs, ws), mode="area")
-        levels.append(level)
+        level = resize_area(images, (hs, ws), depth)
         reg, prob = _pnet_in_chunks(pnet, level)
-        img, i, j = torch.nonzero(prob[:, 1] >= threshold, as_tuple=True)
-        if img.numel() == 0:
-            continue
-        score = prob[img, 1, i, j].double()
-        offsets = reg[img, :, i, j].double()
-        i, j = i.double(), j.double()
-        x1 = torch.floor((PNET_STRIDE * j + 1) / scale)
-        y1 = torch.floor((PNET_STRIDE * i + 1) / scale)
-        x2 = torch.floor((PNET_STRIDE * j + PNET_CELL) / scale)
-        y2 = torch.floor((PNET_STRIDE * i + PNET_CELL) / scale)
-        boxes = torch.stack((x1, y1, x2, y2), dim=1)
-        found.append((boxes, score, offsets, img, torch.full_like(img, si)))
+        boxes, score, offsets, img = _candidates(prob, reg, scale, threshold)
+        if img.numel():
+            found.append((boxes, score, offsets, img, torch.full_like(img, si)))
     if not found:
-        return None, levels
+        return None
     boxes, score, offsets, img, scale_idx = (torch.cat(parts) for parts in zip(*found))
     keep = batched_nms(boxes, score, img * len(scales) + scale_idx, NMS_WITHIN_SCALE)
     boxes, score, offsets, img = boxes[keep], score[keep], offsets[keep], img[keep]
@@ -370,7 +392,18 @@ def _stage1(images, pnet, min_face_size, threshold, factor):
     regh = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
     scale_wh = torch.cat((regw, regh, regw, regh), dim=1)
     boxes = rerec(boxes + offsets * scale_wh)
-    return (torch.trunc(boxes), score, img), levels
+    return torch.trunc(boxes), score, img
+
+
+def crop_candidates(images: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Sandberg's ``pad`` + ``imresample`` for whole-pixel boxes, all at once: box k covers the
+    1-based pixels ``x1 .. x2``, ``y1 .. y2`` (``x2 - x1 + 1`` wide), zero outside the image, and is
+    resized to ``size`` x ``size`` as a float64 patch (OpenCV INTER_AREA, not rounded). Returns the
+    nets' input, ``(x - 127.5) / 128`` computed in float64, as float32 (K, C, size, size)."""
+    b = boxes.to(torch.long)
+    patches = crop_resize_area(images, image_index, b[:, 1] - 1, b[:, 0] - 1,
+                               b[:, 3] - b[:, 1] + 1, b[:, 2] - b[:, 0] + 1, size)
+    return normalize(patches).float()
 
 
 @torch.inference_mode()
@@ -385,17 +418,16 @@ def detect_faces(
 ) -> Detections:
     """Run the cascade on a batch of same-size images (N, 3, H, W), float RGB in 0..255."""
     device = images.device
-    images = images.float()
-    first, levels = _stage1(images, pnet, min_face_size, thresholds[0], factor)
+    images = images.float().contiguous(memory_format=torch.channels_last)  # crops gather pixels
+    first = _stage1(images, pnet, min_face_size, thresholds[0], factor)
     if first is None:
         return Detections.empty(device)
     boxes, _, img = first
 
     # stage 2: R-Net on 24x24 crops
-    reg, prob = rnet(_channels_last(normalize(crop_from_pyramid(levels, img, boxes, 24))))
-    score = prob[:, 1].double()
-    ok = score > thresholds[1]
-    boxes, score, reg, img = boxes[ok], score[ok], reg[ok].double(), img[ok]
+    reg, prob = rnet(_channels_last(crop_candidates(images, img, boxes, 24)))
+    ok = prob[:, 1] > thresholds[1]
+    boxes, score, reg, img = boxes[ok], prob[ok, 1].double(), reg[ok].double(), img[ok]
     if img.numel() == 0:
         return Detections.empty(device)
     keep = batched_nms(boxes, score, img, NMS_RNET)
@@ -404,10 +436,9 @@ def detect_faces(
 
     # stage 3: O-Net on 48x48 crops
     boxes = torch.trunc(boxes)
-    reg, landmarks, prob = onet(_channels_last(normalize(crop_from_pyramid(levels, img, boxes, 48))))
-    score = prob[:, 1].double()
-    ok = score > thresholds[2]
-    boxes, score, reg, landmarks, img = boxes[ok], score[ok], reg[ok].double(), landmarks[ok].double(), img[ok]
+    reg, landmarks, prob = onet(_channels_last(crop_candidates(images, img, boxes, 48)))
+    ok = prob[:, 1] > thresholds[2]
+    boxes, score, reg, landmarks, img = boxes[ok], prob[ok, 1].double(), reg[ok].double(), landmarks[ok].double(), img[ok]
     if img.numel() == 0:
         return Detections.empty(device)
     bw = (boxes[:, 2] - boxes[:, 0] + 1).unsqueeze(1)
