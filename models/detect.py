@@ -33,6 +33,7 @@ NMS_WITHIN_SCALE = 0.5
 NMS_ACROSS_SCALES = 0.7
 NMS_RNET = 0.7
 NMS_ONET = 0.7
+NMS_ONET_MODE = "min"  # intersection over the smaller box
 
 PNET_STRIDE = 2
 PNET_CHUNK_PIXELS = 1 << 21  # pixels per P-Net call on large frames
@@ -447,5 +448,5 @@ def detect_faces(
     py = bh * landmarks[:, 5:] + boxes[:, 1:2] - 1
     points = torch.stack((px, py), dim=2)
     boxes = bbreg(boxes, reg)
-    keep = batched_nms(boxes, score, img, NMS_ONET, mode="min")
+    keep = batched_nms(boxes, score, img, NMS_ONET, mode=NMS_ONET_MODE)
     return Detections(boxes[keep], score[keep], points[keep], img[keep])

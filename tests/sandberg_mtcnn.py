@@ -112,10 +112,11 @@ class SandbergDetector:
             self.sess = tf.compat.v1.Session(graph=self.graph)
             self.nets = self.df.create_mtcnn(self.sess, str(align_dir))
 
-    def detect(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect(self, img: np.ndarray, threshold=None) -> tuple[np.ndarray, np.ndarray]:
         """(boxes (n, 5) [x1, y1, x2, y2, prob], points (n, 5, 2)) for an H x W x 3 uint8 image."""
+        threshold = list(threshold or self.THRESHOLD)
         with self.graph.as_default():
-            boxes, points = self.df.detect_face(img, self.MINSIZE, *self.nets, self.THRESHOLD, self.FACTOR)
+            boxes, points = self.df.detect_face(img, self.MINSIZE, *self.nets, threshold, self.FACTOR)
         points = np.asarray(points).reshape(10, -1)
         return boxes, np.stack((points[:5].T, points[5:].T), axis=2)
 
