@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .resample import crop_resize_area, resize_area
+from .crop_resize import crop_resize_area
+from .resample import resize_area
 
 # Sandberg's NMS thresholds: within a scale, across scales, after R-Net, after O-Net ("Min")
 NMS_WITHIN_SCALE = 0.5
@@ -366,12 +367,11 @@ def _candidates(prob: torch.Tensor, reg: torch.Tensor, scale: float, threshold: 
 def _integral_uint8(images: torch.Tensor) -> bool:
     """Whether the images hold uint8 values (then the pyramid is resized and rounded as uint8, as
     Sandberg's detect_face does with the uint8 photo it is given)."""
-    return bool(((images >= 0) & (images <= 255) & (images == torch.round(images))).all())
+    return torch.equal(images, images.round().clamp_(0, 255))
 
 
-def _stage1(images, pnet, min_face_size, threshold, factor):
+def _stage1(images, pnet, min_face_size, threshold, factor, depth):
     n, _, h, w = images.shape
-    depth = "u8" if _integral_uint8(images) else "f64"
     scales = pyramid_scales(h, w, min_face_size, factor)
     found = []
     for si, scale in enumerate(scales):
@@ -396,14 +396,15 @@ def _stage1(images, pnet, min_face_size, threshold, factor):
     return torch.trunc(boxes), score, img
 
 
-def crop_candidates(images: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def crop_candidates(images: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int,
+                    integral: bool) -> torch.Tensor:
     """Sandberg's ``pad`` + ``imresample`` for whole-pixel boxes, all at once: box k covers the
     1-based pixels ``x1 .. x2``, ``y1 .. y2`` (``x2 - x1 + 1`` wide), zero outside the image, and is
     resized to ``size`` x ``size`` as a float64 patch (OpenCV INTER_AREA, not rounded). Returns the
     nets' input, ``(x - 127.5) / 128`` computed in float64, as float32 (K, C, size, size)."""
     b = boxes.to(torch.long)
     patches = crop_resize_area(images, image_index, b[:, 1] - 1, b[:, 0] - 1,
-                               b[:, 3] - b[:, 1] + 1, b[:, 2] - b[:, 0] + 1, size)
+                               b[:, 3] - b[:, 1] + 1, b[:, 2] - b[:, 0] + 1, size, integral)
     return normalize(patches).float()
 
 
@@ -420,13 +421,14 @@ def detect_faces(
     """Run the cascade on a batch of same-size images (N, 3, H, W), float RGB in 0..255."""
     device = images.device
     images = images.float().contiguous(memory_format=torch.channels_last)  # crops gather pixels
-    first = _stage1(images, pnet, min_face_size, thresholds[0], factor)
+    integral = _integral_uint8(images)
+    first = _stage1(images, pnet, min_face_size, thresholds[0], factor, "u8" if integral else "f64")
     if first is None:
         return Detections.empty(device)
     boxes, _, img = first
 
     # stage 2: R-Net on 24x24 crops
-    reg, prob = rnet(_channels_last(crop_candidates(images, img, boxes, 24)))
+    reg, prob = rnet(_channels_last(crop_candidates(images, img, boxes, 24, integral)))
     ok = prob[:, 1] > thresholds[1]
     boxes, score, reg, img = boxes[ok], prob[ok, 1].double(), reg[ok].double(), img[ok]
     if img.numel() == 0:
@@ -437,7 +439,7 @@ def detect_faces(
 
     # stage 3: O-Net on 48x48 crops
     boxes = torch.trunc(boxes)
-    reg, landmarks, prob = onet(_channels_last(crop_candidates(images, img, boxes, 48)))
+    reg, landmarks, prob = onet(_channels_last(crop_candidates(images, img, boxes, 48, integral)))
     ok = prob[:, 1] > thresholds[2]
     boxes, score, reg, landmarks, img = boxes[ok], prob[ok, 1].double(), reg[ok].double(), landmarks[ok].double(), img[ok]
     if img.numel() == 0:

@@ -35,6 +35,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 DEPTHS = ("u8", "f64")
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
@@ -71,24 +72,32 @@ def _dense(rows: list[list[tuple[int, float]]]) -> tuple[torch.Tensor, torch.Ten
     return index, weight
 
 
-@lru_cache(maxsize=512)
-def area_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """OpenCV's ``computeResizeAreaTab`` for one axis (``src >= dst``): taps in summation order."""
+@lru_cache(maxsize=1024)
+def area_runs(src: int, dst: int) -> list[tuple]:
+    """OpenCV's ``computeResizeAreaTab`` for one axis (``src >= dst``), per output pixel:
+    ``(first, (lo, hi, weight), last)`` -- the partly covered pixel before the run of whole pixels
+    ``lo .. hi - 1`` (all weighted ``1 / cell``) and the partly covered one after it, each
+    ``(index, weight)`` or None. Weights computed in double and stored as float32, as OpenCV."""
     _, scale = _scales(src, dst)
-    rows = []
+    out = []
     for d in range(dst):
         f1 = d * scale
         f2 = f1 + scale
         cell = min(scale, src - f1)
         s2 = min(math.floor(f2), src - 1)
         s1 = min(math.ceil(f1), s2)
-        taps = []
-        if s1 - f1 > _AREA_EPS:
-            taps.append((s1 - 1, _f32((s1 - f1) / cell)))
-        taps.extend((s, _f32(1.0 / cell)) for s in range(s1, s2))
-        if f2 - s2 > _AREA_EPS:
-            taps.append((s2, _f32(min(min(f2 - s2, 1.0), cell) / cell)))
-        rows.append(taps)
+        first = (s1 - 1, _f32((s1 - f1) / cell)) if s1 - f1 > _AREA_EPS else None
+        last = (s2, _f32(min(min(f2 - s2, 1.0), cell) / cell)) if f2 - s2 > _AREA_EPS else None
+        out.append((first, (s1, s2, _f32(1.0 / cell)), last))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def area_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``area_runs`` as taps in OpenCV's summation order (index, weight), each (dst, T)."""
+    rows = []
+    for first, (lo, hi, w), last in area_runs(src, dst):
+        rows.append(([first] if first else []) + [(s, w) for s in range(lo, hi)] + ([last] if last else []))
     return _dense(rows)
 
 
@@ -111,38 +120,47 @@ def linear_taps(src: int, dst: int, clamp_last: bool) -> tuple[torch.Tensor, tor
     return _dense(rows)
 
 
-def _accumulate(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sum_t x[:, index[:, t]] * weight[:, t] over dim 1, tap by tap in order, in x's dtype.
-    The resized axis is dim 1 (outside the others), so each tap copies whole rows."""
-    index = index.to(x.device)
-    weight = weight.to(device=x.device, dtype=x.dtype)
+def _accumulate(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int, channels: int = 1):
+    """sum_t x.index_select(dim, index[:, t]) * weight[:, t], tap by tap in order, in x's dtype.
+    x is (N, H, W * channels) channels-last pixels; dim 2 resizes W (each position carries
+    ``channels`` values), dim 1 resizes H (whole rows)."""
+    per = torch.arange(channels, device=x.device)
+    index = (index.to(x.device)[:, None, :] * channels + per[None, :, None]).reshape(-1, index.shape[1])
+    weight = weight.to(device=x.device, dtype=x.dtype).repeat_interleave(channels, dim=0)
     out = None
     for t in range(index.shape[1]):
-        term = x.index_select(1, index[:, t]).mul_(weight[:, t].view(1, -1, 1, 1))
+        w = weight[:, t] if dim == 2 else weight[:, t, None]
+        term = x.index_select(dim, index[:, t]).mul_(w)
         out = term if out is None else out.add_(term)
     return out
 
 
 def _separable(x: torch.Tensor, width_taps, height_taps) -> torch.Tensor:
-    """Horizontal pass (per source row), then vertical: resize.cpp's order."""
+    """Horizontal pass (per source row), then vertical: resize.cpp's order. Works on channels-last
+    pixels (a view when ``x`` is stored channels-last), so each pass gathers whole pixels or rows."""
     *lead, c, h, w = x.shape
-    x = x.reshape(-1, c, h, w)
-    rows = _accumulate(x.permute(0, 3, 1, 2).contiguous(), *width_taps)  # (N, w', C, H)
-    out = _accumulate(rows.permute(0, 3, 2, 1).contiguous(), *height_taps)  # (N, h', C, w')
-    return out.permute(0, 2, 1, 3).reshape(*lead, c, out.shape[1], out.shape[3])
+    pixels = x.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(-1, h, w * c)  # (N, H, W*C)
+    rows = _accumulate(pixels, *width_taps, dim=2, channels=c)  # (N, H, w'*C)
+    out = _accumulate(rows, *height_taps, dim=1)  # (N, h', w'*C)
+    dh, dw = out.shape[1], out.shape[2] // c
+    return out.view(-1, dh, dw, c).permute(0, 3, 1, 2).reshape(*lead, c, dh, dw)
 
 
 def _fast_area(x: torch.Tensor, kx: int, ky: int, depth: str) -> torch.Tensor:
-    """resizeAreaFast_: box sums over ky x kx blocks, summed row-major in groups of four."""
+    """resizeAreaFast_: box sums over ky x kx blocks. uint8: integer sums, then ``(sum + 2) >> 2`` for 2 x 2 with 1, 3 or 4 channels (the vector path), else
+    ``round(sum * float32(1 / area))``. double: summed row-major in groups of four, as OpenCV's
+    unrolled loop, times float32(1 / area)."""
     *lead, c, h, w = x.shape
-    blocks = x.reshape(*lead, c, h // ky, ky, w // kx, kx).movedim(-3, -2)
-    blocks = blocks.reshape(*lead, c, h // ky, w // kx, ky * kx)
     area = kx * ky
     if depth == "u8":
-        total = blocks.to(torch.int32).sum(-1)
+        flat = x.reshape(-1, c, h, w).to(torch.float64)  # integer sums, exact in double
+        total = F.avg_pool2d(flat, (ky, kx), divisor_override=1).reshape(*lead, c, h // ky, w // kx)
         if kx == 2 and ky == 2 and c in (1, 3, 4):
-            return ((total + 2) >> 2).to(torch.float32)  # the vector path's rounding
-        return torch.round(total.to(torch.float32) * _f32(1.0 / area)).clamp_(0, 255)
+            return torch.floor((total + 2) * 0.25).float()
+        # OpenCV: int sum -> float, times float(1 / area), rounded (exact for sums below 2^24)
+        return torch.round(total.float() * _f32(1.0 / area)).clamp_(0, 255)
+    blocks = x.reshape(*lead, c, h // ky, ky, w // kx, kx).movedim(-3, -2)
+    blocks = blocks.reshape(*lead, c, h // ky, w // kx, area)
     total = torch.zeros(blocks.shape[:-1], dtype=torch.float64, device=x.device)
     k = 0
     while k + 4 <= area:  # CV_ENABLE_UNROLLED: sum += S0 + S1 + S2 + S3
@@ -184,94 +202,4 @@ def resize_area(x: torch.Tensor, size: tuple[int, int], depth: str) -> torch.Ten
         out = _separable(x.to(work), linear_taps(w, dw, True), linear_taps(h, dh, False))
     if depth == "u8":
         out = torch.round(out).clamp_(0, 255)  # saturate_cast<uchar>: cvRound, half to even
-    return out
-
-
-# ------------------------------------------------------------------ many patches, one call
-
-def _axis_plan(src: int, dst: int, enlarging: bool, columns: bool):
-    return linear_taps(src, dst, columns) if enlarging else area_taps(src, dst)
-
-
-def _stack_taps(tables: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-patch (dst, T_k) tables -> (K, dst, T) with zero-weight padding taps."""
-    taps = max(t[0].shape[1] for t in tables)
-    index = torch.zeros((len(tables), tables[0][0].shape[0], taps), dtype=torch.long)
-    weight = torch.zeros(index.shape, dtype=torch.float64)
-    for k, (i, w) in enumerate(tables):
-        index[k, :, : i.shape[1]] = i
-        weight[k, :, : w.shape[1]] = w
-    return index, weight
-
-
-def _gather_accumulate(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int) -> torch.Tensor:
-    """Like _accumulate, with a table per patch: x (K, C, H, W), index/weight (K, dst, T)."""
-    k, c = x.shape[0], x.shape[1]
-    index, weight = index.to(x.device), weight.to(device=x.device, dtype=x.dtype)
-    out = None
-    for t in range(index.shape[2]):
-        if dim == -1:
-            shape = (k, c, x.shape[2], index.shape[1])
-            i = index[:, None, None, :, t].expand(shape)
-            w = weight[:, None, None, :, t]
-        else:
-            shape = (k, c, index.shape[1], x.shape[3])
-            i = index[:, None, :, None, t].expand(shape)
-            w = weight[:, None, :, None, t]
-        term = x.gather(dim, i).mul_(w)
-        out = term if out is None else out.add_(term)
-    return out
-
-
-def _canvas(images: torch.Tensor, image_index: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-            height: int, width: int) -> torch.Tensor:
-    """(K, C, height, width) float64 windows of the images at (top, left), zero outside them."""
-    n, c, h, w = images.shape
-    rows = top[:, None] + torch.arange(height, device=top.device)
-    cols = left[:, None] + torch.arange(width, device=left.device)
-    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    flat = (image_index[:, None, None] * (h * w) + rows.clamp(0, h - 1)[:, :, None] * w
-            + cols.clamp(0, w - 1)[:, None, :])
-    pixels = images.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view if channels-last
-    win = pixels.index_select(0, flat.reshape(-1)).view(*flat.shape, c)
-    return (win.to(torch.float64) * inside[..., None]).permute(0, 3, 1, 2)
-
-
-def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                     heights: torch.Tensor, widths: torch.Tensor, size: int) -> torch.Tensor:
-    """For each patch k -- rows ``top[k] .. top[k] + heights[k]``, columns likewise, of image
-    ``image_index[k]`` (0-based; pixels outside the image read as 0) -- its float64 INTER_AREA
-    resize to ``size`` x ``size``, identical to ``cv2.resize(patch.astype(float64), ...)``.
-
-    Patches of similar size are processed together (each with its own tables, padded to the
-    group's largest), so the work is a few batched gathers per tap, not a loop over patches.
-    Returns (K, C, size, size) float64.
-    """
-    k = int(top.shape[0])
-    c = images.shape[1]
-    out = torch.zeros((k, c, size, size), dtype=torch.float64, device=images.device)
-    if k == 0:
-        return out
-    hs, ws = heights.tolist(), widths.tolist()
-    groups: dict[tuple, list[int]] = {}
-    for i, (h, w) in enumerate(zip(hs, ws)):
-        if h < 1 or w < 1:
-            raise ValueError(f"patch {i} has an empty size {h}x{w}")
-        kx, ky = _integer_scale(w, size), _integer_scale(h, size)
-        if h >= size and w >= size and kx is not None and ky is not None and (kx, ky) != (1, 1):
-            key = ("fast", kx, ky)
-        else:  # similar sizes share a padded canvas (a group spans a factor of about 1.26)
-            key = ("taps", h < size or w < size, int(3 * math.log2(max(h, w))))
-        groups.setdefault(key, []).append(i)
-    for key, members in groups.items():
-        sel = torch.tensor(members, dtype=torch.long, device=images.device)
-        gh, gw = max(hs[i] for i in members), max(ws[i] for i in members)
-        canvas = _canvas(images, image_index[sel], top[sel], left[sel], gh, gw)
-        if key[0] == "fast":
-            out[sel] = _fast_area(canvas, key[1], key[2], "f64")
-            continue
-        enlarging = key[1]
-        xt = _stack_taps([_axis_plan(ws[i], size, enlarging, True) for i in members])
-        yt = _stack_taps([_axis_plan(hs[i], size, enlarging, False) for i in members])
-        out[sel] = _gather_accumulate(_gather_accumulate(canvas, *xt, dim=-1), *yt, dim=-2)
     return out

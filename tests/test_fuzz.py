@@ -104,7 +104,8 @@ def _overlap(a, b, mode):
 
 
 def _brute_nms(boxes, scores, groups, threshold, mode):
-    order = sorted(range(len(boxes)), key=lambda i: (groups[i], -scores[i], i))
+    # equal scores: the later box first, as Sandberg's loop over a stable np.argsort(s) takes the last
+    order = sorted(range(len(boxes)), key=lambda i: (groups[i], -scores[i], -i))
     kept = []
     for i in order:
         if all(groups[k] != groups[i] or _overlap(boxes[k], boxes[i], mode) <= threshold for k in kept):

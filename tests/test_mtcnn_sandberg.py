@@ -19,8 +19,17 @@ pytest.importorskip("skimage", reason="the test photos come from scikit-image (t
 PHOTOS = sm.test_photos()
 # Thresholds low enough that many weak detections survive every stage, so that the NMS of every
 # stage shows in the output (at the defaults, faces are few and far apart).
-LOW_THRESHOLDS = (0.1, 0.1, 0.01)
-LOW_PHOTOS = ("astronaut", "coffee", "three_sizes", "chelsea_cat")
+LOW_THRESHOLDS = (0.5, 0.1, 0.01)
+LOW_PHOTOS = ("astronaut", "coffee", "three_sizes")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Many small ops: on a shared 2-core machine one thread is steadier. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -141,7 +150,7 @@ def test_comparison_catches_a_changed_nms(constant, value, monkeypatch, sandberg
     monkeypatch.setattr(models.detect, constant, value)
     failures = [disagreement(n, compare(sandberg_low_results[n], _ours(mtcnn, PHOTOS[n], LOW_THRESHOLDS)))
                 for n in LOW_PHOTOS]
-    failures += [disagreement(n, compare(sandberg_results[n], _ours(mtcnn, PHOTOS[n]))) for n in ("astronaut",)]
+    failures += [disagreement(n, compare(sandberg_results[n], _ours(mtcnn, PHOTOS[n]))) for n in ("astronaut", "tiled_2x3")]
     assert any(failures), f"{constant} = {value} went unnoticed"
 
 

@@ -93,3 +93,34 @@ def test_batches_and_errors():
         resize_area(x, (0, 5), "u8")
     with pytest.raises(NotImplementedError, match="uint8"):
         resize_area(x, (20, 20), "u8")
+
+
+@pytest.mark.parametrize("integral", [True, False])
+@pytest.mark.parametrize("size", [24, 48])
+def test_crop_resize_area_matches_cv2_on_padded_patches(integral, size):
+    """Many patches at once (boxes partly or wholly outside the image, shrunk, enlarged, at
+    integer ratios), each identical to cv2.resize of the zero-padded float64 patch -- on uint8
+    images (the prefix-sum path) and on fractional ones (OpenCV's taps, literally)."""
+    from models.crop_resize import crop_resize_area
+
+    rng = np.random.default_rng(size + integral)
+    n, h, w = 2, 90, 110
+    images = rng.integers(0, 256, (n, h, w, 3)).astype(np.float64)
+    if not integral:
+        images += rng.random(images.shape)
+    k = 120
+    idx, top, left = rng.integers(0, n, k), rng.integers(-40, h, k), rng.integers(-40, w, k)
+    side = rng.integers(3, 130, k)
+    heights, widths = side + rng.integers(0, 2, k), side + rng.integers(0, 2, k)
+    heights[:6], widths[:6] = [size, 2 * size, 3 * size, 2 * size, size, 2 * size], [size, 2 * size, 3 * size,
+                                                                                       3 * size, 2 * size, size]
+    t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
+    got = crop_resize_area(t(images).permute(0, 3, 1, 2).float() if integral else t(images).permute(0, 3, 1, 2),
+                           t(idx), t(top), t(left), t(heights), t(widths), size, integral)
+    for i in range(k):
+        patch = np.zeros((heights[i], widths[i], 3))
+        y0, x0 = max(top[i], 0), max(left[i], 0)
+        y1, x1 = min(top[i] + heights[i], h), min(left[i] + widths[i], w)
+        if y1 > y0 and x1 > x0:
+            patch[y0 - top[i]: y1 - top[i], x0 - left[i]: x1 - left[i]] = images[idx[i], y0:y1, x0:x1]
+        np.testing.assert_array_equal(got[i].permute(1, 2, 0).numpy(), _cv2(patch, (size, size)), err_msg=f"patch {i}")
