@@ -123,16 +123,23 @@ def linear_taps(src: int, dst: int, clamp_last: bool) -> tuple[torch.Tensor, tor
 def _accumulate(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int, channels: int = 1):
     """sum_t x.index_select(dim, index[:, t]) * weight[:, t], tap by tap in order, in x's dtype.
     x is (N, H, W * channels) channels-last pixels; dim 2 resizes W (each position carries
-    ``channels`` values), dim 1 resizes H (whole rows)."""
-    per = torch.arange(channels, device=x.device)
-    index = (index.to(x.device)[:, None, :] * channels + per[None, :, None]).reshape(-1, index.shape[1])
-    weight = weight.to(device=x.device, dtype=x.dtype).repeat_interleave(channels, dim=0)
+    ``channels`` values), dim 1 resizes H (whole rows). Both gather on a 2-D view, where
+    index_select is several times faster than on a 3-D tensor."""
+    n, s = x.shape[0], x.shape[1]
+    flat = x.reshape(n * s, -1)
+    index, weight = index.to(x.device), weight.to(device=x.device, dtype=x.dtype)
+    if dim == 2:
+        per = torch.arange(channels, device=x.device)
+        index = (index[:, None, :] * channels + per[None, :, None]).reshape(-1, index.shape[1])
+        weight = weight.repeat_interleave(channels, dim=0)
+    else:  # rows of every image: image k's row r is flat row k * s + r
+        index = (torch.arange(n, device=x.device)[:, None, None] * s + index).reshape(-1, index.shape[1])
+        weight = weight.repeat(n, 1)[:, None, :]
     out = None
     for t in range(index.shape[1]):
-        w = weight[:, t] if dim == 2 else weight[:, t, None]
-        term = x.index_select(dim, index[:, t]).mul_(w)
+        term = flat.index_select(1 if dim == 2 else 0, index[:, t]).mul_(weight[..., t])
         out = term if out is None else out.add_(term)
-    return out
+    return out.view(n, s, -1) if dim == 2 else out.view(n, -1, out.shape[1])
 
 
 def _separable(x: torch.Tensor, width_taps, height_taps) -> torch.Tensor:

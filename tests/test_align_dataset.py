@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import sandberg_mtcnn as sm
+from converter import sandberg_mtcnn as sm
 from conftest import run_cli, tree_snapshot
 
 pytest.importorskip("tensorflow", reason="Sandberg's detector runs under TensorFlow (the tf extra)")
@@ -28,7 +28,7 @@ def sandberg(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     """Two classes: one face, several faces, no face, grey, RGBA, cut by the frame, and a broken file."""
-    photos = sm.test_photos()
+    photos = sm.comparison_photos()
     root = tmp_path_factory.mktemp("raw")
     files = {"alice/astronaut.png": photos["astronaut"], "alice/grey.png": photos["camera_grey"],
              "alice/rgba.png": photos["astronaut_rgba"], "bob/group.png": photos["three_sizes"],

