@@ -1,22 +1,21 @@
-"""The MTCNN detection cascade, vectorized in torch (no torchvision, no Python loop per box).
+"""The MTCNN detection cascade, vectorized in torch: Sandberg's ``align/detect_face.py``, reproduced.
 
-Semantics follow Sandberg's ``detect_face`` (itself a port of the original MATLAB code): boxes
-are in MATLAB-style 1-based pixel coordinates, ``[x1, y1, x2, y2]`` inclusive; the pyramid
-starts at ``12 / min_face_size`` and shrinks by ``factor`` while the short side stays >= 12 px;
-P-Net boxes come from a 12 px window with stride 2; NMS is greedy (0.5 within a scale, 0.7 across
-scales and after R-Net, 0.7 "Min" after O-Net); boxes are squared and truncated before cropping,
-and crops reaching outside the image are zero-padded.
+Boxes are in MATLAB-style 1-based pixel coordinates, ``[x1, y1, x2, y2]`` inclusive, as his. The
+pyramid starts at ``12 / min_face_size`` and shrinks by ``factor`` while the short side stays
+>= 12 px; each level is resized from the full image with OpenCV's INTER_AREA, rounded to uint8 when
+the image holds uint8 values (models/resample.py, bit-identical to cv2.resize). P-Net boxes come
+from a 12 px window with stride 2, in his order (column-major per image) and with his quirk for a
+single candidate (regression read from the mirrored column). NMS is greedy: 0.5 within a scale,
+0.7 across scales and after R-Net, 0.7 "Min" after O-Net; equal scores are taken later box first,
+as his loop over a stable argsort. Boxes are squared (``rerec``), truncated (``np.fix``), and the
+zero-padded crops resized to 24 x 24 / 48 x 48 as float64 patches, unrounded
+(models/crop_resize.py). All images of a batch and all candidate boxes go through each step
+together: no Python loop per box.
 
-Where this port differs, on purpose:
-- resampling: the pyramid uses torch's ``area`` interpolation (integer-window box filter; the
-  original uses OpenCV ``INTER_AREA``), and R-/O-Net crops are cut, all boxes at once, from the
-  pyramid level nearest their output size with 2 x 2 bilinear samples per pixel
-  (``crop_from_pyramid``) rather than cropped and area-resized one by one. Final boxes agree with
-  the original's to about a pixel (the original run with the same pyramid resize);
-- the original's single-candidate ``flipud`` quirk in ``generateBoundingBox`` is not reproduced.
-
-Boxes and scores are carried in float64 (as the NumPy original) so that truncations and NMS
-thresholds fall the same way; images and network activations are float32.
+Measured against his code under TensorFlow (tests/test_mtcnn_sandberg.py): the same faces on every
+test photo, boxes and landmarks within 1e-4 px, probabilities within 1e-6; what remains is the nets'
+float32 arithmetic (TF vs torch). Boxes and scores are carried in float64 (as the NumPy original)
+so that truncations and thresholds fall the same way.
 """
 from __future__ import annotations
 
@@ -252,33 +251,6 @@ def crop_boxes(images: torch.Tensor, image_index: torch.Tensor, boxes: torch.Ten
     """Crops of 1-based inclusive boxes (the original's ``pad`` + resize), resized to size x size."""
     edges = box_edges(boxes)
     return sample_affine(images, image_index, box_affine(edges, size), size, supersample_for(edges, size, cap))
-
-
-def crop_from_pyramid(levels: list[torch.Tensor], image_index: torch.Tensor, boxes: torch.Tensor,
-                      size: int) -> torch.Tensor:
-    """Like ``crop_boxes``, but each box is cut from the smallest pyramid level on which it still
-    spans at least ``size`` pixels (``levels[0]`` is the full-resolution batch), with 2 x 2 samples
-    per output pixel. The levels are already area-filtered, so this is a box filter at a fraction
-    of the samples -- one ``grid_sample`` per level used, never one per box."""
-    n, c, h, w = levels[0].shape
-    k = boxes.shape[0]
-    out = levels[0].new_zeros((k, c, size, size))
-    if k == 0:
-        return out
-    edges = box_edges(boxes)
-    side = torch.maximum(edges[:, 2] - edges[:, 0], edges[:, 3] - edges[:, 1])
-    ratios = torch.tensor([lv.shape[3] / w for lv in levels], dtype=side.dtype, device=side.device)
-    fits = side.unsqueeze(1) * ratios.unsqueeze(0) >= size  # (K, L)
-    inf = torch.full_like(ratios, float("inf")).expand_as(fits)
-    smallest_fit = torch.where(fits, ratios.expand_as(fits), inf).argmin(1)
-    choice = torch.where(fits.any(1), smallest_fit, torch.argmax(ratios).expand_as(smallest_fit))
-    for li in torch.unique(choice).tolist():
-        sel = torch.nonzero(choice == li).squeeze(1)
-        level = levels[li]
-        sx, sy = level.shape[3] / w, level.shape[2] / h
-        e = edges[sel] * edges.new_tensor([sx, sy, sx, sy])
-        out[sel] = sample_affine(level, image_index[sel], box_affine(e, size), size, 2)
-    return out
 
 
 # ------------------------------------------------------------------------------------ the cascade
