@@ -62,18 +62,18 @@ class _RowSums:
 
 
 def _rows_by_runs(sums: _RowSums, image_index, top, left, height: int, runs: torch.Tensor) -> torch.Tensor:
-    """The horizontal pass for ``height`` rows of each patch from prefix sums: (K, height, size, C)."""
+    """The horizontal pass for ``height`` rows of each patch from prefix sums: (K, height, size, C).
+    The first pixel, the run and the last pixel of every output are read in one gather."""
     dev = image_index.device
     runs = runs.to(dev)
-    img = image_index[:, None, None]
+    size = runs.shape[1]
+    col = left[:, None, None] + runs[:, :, [0, 2, 5]].long()  # (K, size, 3) starts
+    end = col + torch.stack((torch.ones_like(col[..., 0]), runs[..., 3].long() - runs[..., 2].long(),
+                             torch.ones_like(col[..., 0])), dim=2)
     row = top[:, None, None] + torch.arange(height, device=dev)[None, :, None]
-    x0 = left[:, None, None]
-    col = lambda j: x0 + runs[:, None, :, j].long()  # noqa: E731
-    weight = lambda j: runs[:, None, :, j, None]  # noqa: E731
-    first = sums.between(img, row, col(0), col(0) + 1) * weight(1)
-    middle = sums.between(img, row, col(2), col(3)) * weight(4)
-    last = sums.between(img, row, col(5), col(5) + 1) * weight(6)
-    return first + middle + last  # exact: the order of these sums cannot matter
+    part = sums.between(image_index[:, None, None], row, col.reshape(len(col), 1, -1), end.reshape(len(end), 1, -1))
+    part = part.view(len(col), height, size, 3, -1) * runs[:, None, :, [1, 4, 6], None]
+    return part[:, :, :, 0] + part[:, :, :, 1] + part[:, :, :, 2]  # exact: the order cannot matter
 
 
 def _fast_by_sums(sums: _RowSums, image_index, top, left, kx: int, ky: int, size: int) -> torch.Tensor:
@@ -193,8 +193,10 @@ def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch
         kx, ky = _integer_scale(w, size), _integer_scale(h, size)
         if h >= size and w >= size and kx is not None and ky is not None and (kx, ky) != (1, 1):
             key = ("fast", kx, ky)
-        else:  # similar heights share padded tables (a group spans a factor of about 1.26)
-            key = ("taps", h < size or w < size, int(3 * math.log2(h if integral else max(h, w))))
+        elif integral:  # similar heights share padded tables (a group spans a factor of about 1.41)
+            key = ("taps", int(2 * math.log2(h)))
+        else:
+            key = ("taps", h < size or w < size, int(3 * math.log2(max(h, w))))
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         sel = torch.tensor(members, dtype=torch.long, device=images.device)
@@ -203,14 +205,14 @@ def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch
             out[sel] = _fast_by_sums(source, img, t, l, key[1], key[2], size)
         elif key[0] == "fast":
             out[sel] = _fast_area(_canvas(source, img, t, l, hs[members[0]], ws[members[0]]), key[1], key[2], "f64")
-        else:
-            enlarging = key[1]
-            yt = _stack_taps([_axis_plan(hs[i], size, enlarging, False) for i in members])
-            height = max(hs[i] for i in members)
+        else:  # INTER_AREA enlarges both axes (bilinear variant) as soon as one axis grows
+            enlarging = [hs[i] < size or ws[i] < size for i in members]
+            yt = _stack_taps([_axis_plan(hs[i], size, e, False) for i, e in zip(members, enlarging)])
             if integral:
-                runs = torch.stack([column_runs(ws[i], size, enlarging) for i in members])
-                out[sel] = _vertical(_rows_by_runs(source, img, t, l, height, runs), yt, size)
+                runs = torch.stack([column_runs(ws[i], size, e) for i, e in zip(members, enlarging)])
+                rows = _rows_by_runs(source, img, t, l, max(hs[i] for i in members), runs)
+                out[sel] = _vertical(rows, yt, size)
             else:
-                xt = _stack_taps([_axis_plan(ws[i], size, enlarging, True) for i in members])
+                xt = _stack_taps([_axis_plan(ws[i], size, e, True) for i, e in zip(members, enlarging)])
                 out[sel] = _patches_by_taps(source, img, t, l, [hs[i] for i in members], xt, yt, size)
     return out
