@@ -4,6 +4,7 @@
                   [--workers N] [--device cpu|cuda] [--standardization fixed|prewhiten]
     facenet compare A.jpg B.jpg [...] (--weights FILE | --pretrained NAME) [--threshold T] [--metric ...]
     facenet evaluate-lfw LFW_DIR --pairs pairs.txt (--weights FILE | --pretrained NAME) [--roc roc.png]
+    facenet align IN_DIR OUT_DIR [--image-size 182] [--margin 44] [--random-order] [--detect-multiple-faces]
 
 Exit codes (models/options.py): 0 ok; 2 bad input or environment fault (a one-line message on
 stderr naming the file or option); 3 internal error (a bug). No output may be an input or another
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roc", metavar="ROC.png", help="write the ROC curve (needs matplotlib)")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     _add_model_args(p)
+
+    from .align_dataset import add_align_command  # Sandberg's align_dataset_mtcnn.py (models/align_dataset.py)
+
+    add_align_command(sub)
     return parser
 
 
@@ -306,7 +311,16 @@ def cmd_evaluate_lfw(args) -> int:
     return 0
 
 
-COMMANDS = {"embed": cmd_embed, "compare": cmd_compare, "evaluate-lfw": cmd_evaluate_lfw}
+def cmd_align(args) -> int:
+    from .align_dataset import cmd_align as run
+
+    try:
+        return run(args)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+COMMANDS = {"embed": cmd_embed, "compare": cmd_compare, "evaluate-lfw": cmd_evaluate_lfw, "align": cmd_align}
 
 
 def main(argv=None) -> int:

@@ -1,22 +1,21 @@
-"""The MTCNN detection cascade, vectorized in torch (no torchvision, no Python loop per box).
+"""The MTCNN detection cascade, vectorized in torch: Sandberg's ``align/detect_face.py``, reproduced.
 
-Semantics follow Sandberg's ``detect_face`` (itself a port of the original MATLAB code): boxes
-are in MATLAB-style 1-based pixel coordinates, ``[x1, y1, x2, y2]`` inclusive; the pyramid
-starts at ``12 / min_face_size`` and shrinks by ``factor`` while the short side stays >= 12 px;
-P-Net boxes come from a 12 px window with stride 2; NMS is greedy (0.5 within a scale, 0.7 across
-scales and after R-Net, 0.7 "Min" after O-Net); boxes are squared and truncated before cropping,
-and crops reaching outside the image are zero-padded.
+Boxes are in MATLAB-style 1-based pixel coordinates, ``[x1, y1, x2, y2]`` inclusive, as his. The
+pyramid starts at ``12 / min_face_size`` and shrinks by ``factor`` while the short side stays
+>= 12 px; each level is resized from the full image with OpenCV's INTER_AREA, rounded to uint8 when
+the image holds uint8 values (models/resample.py, bit-identical to cv2.resize). P-Net boxes come
+from a 12 px window with stride 2, in his order (column-major per image) and with his quirk for a
+single candidate (regression read from the mirrored column). NMS is greedy: 0.5 within a scale,
+0.7 across scales and after R-Net, 0.7 "Min" after O-Net; equal scores are taken later box first,
+as his loop over a stable argsort. Boxes are squared (``rerec``), truncated (``np.fix``), and the
+zero-padded crops resized to 24 x 24 / 48 x 48 as float64 patches, unrounded
+(models/crop_resize.py). All images of a batch and all candidate boxes go through each step
+together: no Python loop per box.
 
-Where this port differs, on purpose:
-- resampling: the pyramid uses torch's ``area`` interpolation (integer-window box filter; the
-  original uses OpenCV ``INTER_AREA``), and R-/O-Net crops are cut, all boxes at once, from the
-  pyramid level nearest their output size with 2 x 2 bilinear samples per pixel
-  (``crop_from_pyramid``) rather than cropped and area-resized one by one. Final boxes agree with
-  the original's to about a pixel (the original run with the same pyramid resize);
-- the original's single-candidate ``flipud`` quirk in ``generateBoundingBox`` is not reproduced.
-
-Boxes and scores are carried in float64 (as the NumPy original) so that truncations and NMS
-thresholds fall the same way; images and network activations are float32.
+Measured against his code under TensorFlow (tests/test_mtcnn_sandberg.py): the same faces on every
+test photo, boxes and landmarks within 1e-4 px, probabilities within 1e-6; what remains is the nets'
+float32 arithmetic (TF vs torch). Boxes and scores are carried in float64 (as the NumPy original)
+so that truncations and thresholds fall the same way.
 """
 from __future__ import annotations
 
@@ -26,11 +25,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .crop_resize import crop_resize_area
+from .resample import resize_area
+
 # Sandberg's NMS thresholds: within a scale, across scales, after R-Net, after O-Net ("Min")
 NMS_WITHIN_SCALE = 0.5
 NMS_ACROSS_SCALES = 0.7
 NMS_RNET = 0.7
 NMS_ONET = 0.7
+NMS_ONET_MODE = "min"  # intersection over the smaller box
 
 PNET_STRIDE = 2
 PNET_CHUNK_PIXELS = 1 << 21  # pixels per P-Net call on large frames
@@ -97,7 +100,9 @@ def batched_nms(
     device = boxes.device
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=device)
-    order = torch.argsort(scores, descending=True, stable=True)
+    # descending score; equal scores: the later box first, as Sandberg's loop over
+    # np.argsort(s) (stable for his small arrays), which takes the last index first
+    order = torch.argsort(scores, stable=True).flip(0)
     order = order[torch.argsort(groups[order], stable=True)]
     g_sorted = groups[order]
     _, counts = torch.unique_consecutive(g_sorted, return_counts=True)
@@ -248,33 +253,6 @@ def crop_boxes(images: torch.Tensor, image_index: torch.Tensor, boxes: torch.Ten
     return sample_affine(images, image_index, box_affine(edges, size), size, supersample_for(edges, size, cap))
 
 
-def crop_from_pyramid(levels: list[torch.Tensor], image_index: torch.Tensor, boxes: torch.Tensor,
-                      size: int) -> torch.Tensor:
-    """Like ``crop_boxes``, but each box is cut from the smallest pyramid level on which it still
-    spans at least ``size`` pixels (``levels[0]`` is the full-resolution batch), with 2 x 2 samples
-    per output pixel. The levels are already area-filtered, so this is a box filter at a fraction
-    of the samples -- one ``grid_sample`` per level used, never one per box."""
-    n, c, h, w = levels[0].shape
-    k = boxes.shape[0]
-    out = levels[0].new_zeros((k, c, size, size))
-    if k == 0:
-        return out
-    edges = box_edges(boxes)
-    side = torch.maximum(edges[:, 2] - edges[:, 0], edges[:, 3] - edges[:, 1])
-    ratios = torch.tensor([lv.shape[3] / w for lv in levels], dtype=side.dtype, device=side.device)
-    fits = side.unsqueeze(1) * ratios.unsqueeze(0) >= size  # (K, L)
-    inf = torch.full_like(ratios, float("inf")).expand_as(fits)
-    smallest_fit = torch.where(fits, ratios.expand_as(fits), inf).argmin(1)
-    choice = torch.where(fits.any(1), smallest_fit, torch.argmax(ratios).expand_as(smallest_fit))
-    for li in torch.unique(choice).tolist():
-        sel = torch.nonzero(choice == li).squeeze(1)
-        level = levels[li]
-        sx, sy = level.shape[3] / w, level.shape[2] / h
-        e = edges[sel] * edges.new_tensor([sx, sy, sx, sy])
-        out[sel] = sample_affine(level, image_index[sel], box_affine(e, size), size, 2)
-    return out
-
-
 # ------------------------------------------------------------------------------------ the cascade
 
 @dataclass
@@ -336,30 +314,47 @@ def _pnet_in_chunks(pnet, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
-def _stage1(images, pnet, min_face_size, threshold, factor):
+def _candidates(prob: torch.Tensor, reg: torch.Tensor, scale: float, threshold: float):
+    """Sandberg's ``generateBoundingBox`` for a batch of P-Net maps (N, 2, H', W'), (N, 4, H', W').
+
+    Candidates come in his order: per image, column-major (he transposes the map before
+    ``np.where``). Boxes are ``fix((stride * (col, row) + 1) / scale)`` and
+    ``fix((stride * (col, row) + cell) / scale)``. His quirk is kept: when an image has a single
+    candidate at a scale, its regression is read from the mirrored column (``W' - 1 - col``) -- the
+    ``np.flipud`` he applies to the transposed regression maps in that case."""
+    img, j, i = torch.nonzero(prob[:, 1].transpose(1, 2) >= threshold, as_tuple=True)
+    counts = torch.bincount(img, minlength=prob.shape[0])
+    single = counts[img] == 1
+    jr = torch.where(single, prob.shape[3] - 1 - j, j)
+    score = prob[img, 1, i, j].double()
+    offsets = reg[img, :, i, jr].double()
+    col, row = j.double(), i.double()
+    boxes = torch.stack((
+        torch.trunc((PNET_STRIDE * col + 1) / scale), torch.trunc((PNET_STRIDE * row + 1) / scale),
+        torch.trunc((PNET_STRIDE * col + PNET_CELL) / scale), torch.trunc((PNET_STRIDE * row + PNET_CELL) / scale),
+    ), dim=1)
+    return boxes, score, offsets, img
+
+
+def _integral_uint8(images: torch.Tensor) -> bool:
+    """Whether the images hold uint8 values (then the pyramid is resized and rounded as uint8, as
+    Sandberg's detect_face does with the uint8 photo it is given)."""
+    return torch.equal(images, images.round().clamp_(0, 255))
+
+
+def _stage1(images, pnet, min_face_size, threshold, factor, depth):
     n, _, h, w = images.shape
     scales = pyramid_scales(h, w, min_face_size, factor)
     found = []
-    levels = [images]
     for si, scale in enumerate(scales):
         hs, ws = int(math.ceil(h * scale)), int(math.ceil(w * scale))
-        level = F.interpolate(images, size=(hs, ws), mode="area")
-        levels.append(level)
+        level = resize_area(images, (hs, ws), depth)
         reg, prob = _pnet_in_chunks(pnet, level)
-        img, i, j = torch.nonzero(prob[:, 1] >= threshold, as_tuple=True)
-        if img.numel() == 0:
-            continue
-        score = prob[img, 1, i, j].double()
-        offsets = reg[img, :, i, j].double()
-        i, j = i.double(), j.double()
-        x1 = torch.floor((PNET_STRIDE * j + 1) / scale)
-        y1 = torch.floor((PNET_STRIDE * i + 1) / scale)
-        x2 = torch.floor((PNET_STRIDE * j + PNET_CELL) / scale)
-        y2 = torch.floor((PNET_STRIDE * i + PNET_CELL) / scale)
-        boxes = torch.stack((x1, y1, x2, y2), dim=1)
-        found.append((boxes, score, offsets, img, torch.full_like(img, si)))
+        boxes, score, offsets, img = _candidates(prob, reg, scale, threshold)
+        if img.numel():
+            found.append((boxes, score, offsets, img, torch.full_like(img, si)))
     if not found:
-        return None, levels
+        return None
     boxes, score, offsets, img, scale_idx = (torch.cat(parts) for parts in zip(*found))
     keep = batched_nms(boxes, score, img * len(scales) + scale_idx, NMS_WITHIN_SCALE)
     boxes, score, offsets, img = boxes[keep], score[keep], offsets[keep], img[keep]
@@ -370,7 +365,19 @@ def _stage1(images, pnet, min_face_size, threshold, factor):
     regh = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
     scale_wh = torch.cat((regw, regh, regw, regh), dim=1)
     boxes = rerec(boxes + offsets * scale_wh)
-    return (torch.trunc(boxes), score, img), levels
+    return torch.trunc(boxes), score, img
+
+
+def crop_candidates(images: torch.Tensor, image_index: torch.Tensor, boxes: torch.Tensor, size: int,
+                    integral: bool) -> torch.Tensor:
+    """Sandberg's ``pad`` + ``imresample`` for whole-pixel boxes, all at once: box k covers the
+    1-based pixels ``x1 .. x2``, ``y1 .. y2`` (``x2 - x1 + 1`` wide), zero outside the image, and is
+    resized to ``size`` x ``size`` as a float64 patch (OpenCV INTER_AREA, not rounded). Returns the
+    nets' input, ``(x - 127.5) / 128`` computed in float64, as float32 (K, C, size, size)."""
+    b = boxes.to(torch.long)
+    patches = crop_resize_area(images, image_index, b[:, 1] - 1, b[:, 0] - 1,
+                               b[:, 3] - b[:, 1] + 1, b[:, 2] - b[:, 0] + 1, size, integral)
+    return normalize(patches).float()
 
 
 @torch.inference_mode()
@@ -385,17 +392,17 @@ def detect_faces(
 ) -> Detections:
     """Run the cascade on a batch of same-size images (N, 3, H, W), float RGB in 0..255."""
     device = images.device
-    images = images.float()
-    first, levels = _stage1(images, pnet, min_face_size, thresholds[0], factor)
+    images = images.float().contiguous(memory_format=torch.channels_last)  # crops gather pixels
+    integral = _integral_uint8(images)
+    first = _stage1(images, pnet, min_face_size, thresholds[0], factor, "u8" if integral else "f64")
     if first is None:
         return Detections.empty(device)
     boxes, _, img = first
 
     # stage 2: R-Net on 24x24 crops
-    reg, prob = rnet(_channels_last(normalize(crop_from_pyramid(levels, img, boxes, 24))))
-    score = prob[:, 1].double()
-    ok = score > thresholds[1]
-    boxes, score, reg, img = boxes[ok], score[ok], reg[ok].double(), img[ok]
+    reg, prob = rnet(_channels_last(crop_candidates(images, img, boxes, 24, integral)))
+    ok = prob[:, 1] > thresholds[1]
+    boxes, score, reg, img = boxes[ok], prob[ok, 1].double(), reg[ok].double(), img[ok]
     if img.numel() == 0:
         return Detections.empty(device)
     keep = batched_nms(boxes, score, img, NMS_RNET)
@@ -404,10 +411,9 @@ def detect_faces(
 
     # stage 3: O-Net on 48x48 crops
     boxes = torch.trunc(boxes)
-    reg, landmarks, prob = onet(_channels_last(normalize(crop_from_pyramid(levels, img, boxes, 48))))
-    score = prob[:, 1].double()
-    ok = score > thresholds[2]
-    boxes, score, reg, landmarks, img = boxes[ok], score[ok], reg[ok].double(), landmarks[ok].double(), img[ok]
+    reg, landmarks, prob = onet(_channels_last(crop_candidates(images, img, boxes, 48, integral)))
+    ok = prob[:, 1] > thresholds[2]
+    boxes, score, reg, landmarks, img = boxes[ok], prob[ok, 1].double(), reg[ok].double(), landmarks[ok].double(), img[ok]
     if img.numel() == 0:
         return Detections.empty(device)
     bw = (boxes[:, 2] - boxes[:, 0] + 1).unsqueeze(1)
@@ -416,5 +422,5 @@ def detect_faces(
     py = bh * landmarks[:, 5:] + boxes[:, 1:2] - 1
     points = torch.stack((px, py), dim=2)
     boxes = bbreg(boxes, reg)
-    keep = batched_nms(boxes, score, img, NMS_ONET, mode="min")
+    keep = batched_nms(boxes, score, img, NMS_ONET, mode=NMS_ONET_MODE)
     return Detections(boxes[keep], score[keep], points[keep], img[keep])

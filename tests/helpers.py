@@ -122,10 +122,11 @@ def box_overlap(a, b, mode: str) -> float:
 
 def greedy_nms(boxes, scores, groups, threshold: float, mode: str) -> list[int]:
     """Plain sequential greedy NMS per group (the original's definition): visit boxes by group,
-    then by descending score (ties by index); keep one unless it overlaps a kept box of its group
+    then by descending score (equal scores: the later box first, as Sandberg's loop over a stable
+    np.argsort takes the last); keep one unless it overlaps a kept box of its group
     by more than `threshold`. Returns the kept indices in visiting order."""
     boxes, scores, groups = [list(map(float, b)) for b in boxes], list(scores), list(groups)
-    order = sorted(range(len(boxes)), key=lambda i: (groups[i], -scores[i], i))
+    order = sorted(range(len(boxes)), key=lambda i: (groups[i], -scores[i], -i))
     kept: list[int] = []
     for i in order:
         if all(groups[k] != groups[i] or box_overlap(boxes[k], boxes[i], mode) <= threshold for k in kept):

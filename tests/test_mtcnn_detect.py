@@ -15,7 +15,6 @@ from models.detect import (
     bbreg,
     box_affine,
     crop_boxes,
-    crop_from_pyramid,
     pyramid_scales,
     rerec,
     sample_affine,
@@ -302,15 +301,6 @@ def test_sampling_matches_area_resize():
     # zero padding outside the image, as the original's pad()
     out = crop_boxes(img, torch.tensor([0]), torch.tensor([[-23.0, 1.0, 0.0, 24.0]], dtype=torch.float64), 24)
     assert float(out.abs().max()) == 0.0
-    # the pyramid sampler agrees with direct sampling on a smooth image
-    yy, xx = torch.meshgrid(torch.arange(400.0), torch.arange(400.0), indexing="ij")
-    smooth = (127 + 100 * torch.sin(xx / 37) * torch.cos(yy / 23)).expand(1, 3, 400, 400)
-    levels = [smooth] + [torch.nn.functional.interpolate(smooth, size=(s, s), mode="area") for s in (240, 171, 121)]
-    boxes = torch.tensor([[51.0, 41.0, 150.0, 140.0], [201.0, 11.0, 230.0, 40.0]], dtype=torch.float64)
-    idx = torch.zeros(2, dtype=torch.long)
-    a = crop_from_pyramid(levels, idx, boxes, 24)
-    b = crop_boxes(smooth, idx, boxes, 24, cap=8)
-    assert float((a - b).abs().max()) < 2.0
 
 
 def test_sample_affine_rotation():

@@ -1,0 +1,212 @@
+"""OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_AREA)`` in torch, bit for bit, without OpenCV.
+
+Sandberg's ``detect_face`` resizes with INTER_AREA twice: each pyramid level from the uint8 photo
+(OpenCV's 8-bit arithmetic, rounded to uint8) and each 24 x 24 / 48 x 48 candidate crop from a
+float64 patch (double arithmetic, not rounded). ``resize_area`` reproduces both (``depth`` "u8" or
+"f64"), following OpenCV's ``modules/imgproc/src/resize.cpp``:
+
+- both scales >= 1 (shrinking) and both integer (``src / dst`` within DBL_EPSILON of an integer):
+  the *fast* path, a plain k_x x k_y box sum. uint8: ``(sum + 2) >> 2`` for 2 x 2 (1, 3 or 4
+  channels), else ``round(sum * float32(1 / area))``; double: ``sum * float32(1 / area)``;
+- both scales >= 1 otherwise: the *area* path. Each output pixel averages the source pixels its
+  footprint covers, partly covered ones weighted by the covered fraction (``computeResizeAreaTab``:
+  weights computed in double, stored as float32). Horizontal pass first (per source row, taps
+  summed left to right), then the rows, top to bottom; float32 accumulators for uint8 (then
+  rounded half to even and saturated), double for float64;
+- any scale < 1 (growing): INTER_AREA becomes a bilinear variant (``area_mode`` in resize.cpp):
+  ``sx = floor(dx * scale)``, ``fx = (dx + 1) - (sx + 1) / scale`` (0 if negative, else its
+  fractional part), taps ``sx, sx + 1`` weighted ``1 - fx, fx`` as float32, the last source
+  column/row repeated at the border. Implemented for float64 only: Sandberg never grows a uint8
+  image (his pyramid scales are <= 0.6), and OpenCV's 8-bit bilinear is fixed-point with
+  vector/scalar variants that round differently;
+- equal sizes: a copy.
+
+The tables are computed once per (source size, output size) and cached. The accumulation is done
+tap by tap in OpenCV's order, with separate multiplies and adds (no fused multiply-add), so the
+float rounding is OpenCV's and the results are identical, not merely close; the tests compare
+against cv2.resize on random images of many sizes.
+
+Images are (..., C, H, W) tensors; C is OpenCV's channel count (it selects the 2 x 2 vector path).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+DEPTHS = ("u8", "f64")
+_DBL_EPSILON = float(np.finfo(np.float64).eps)
+_AREA_EPS = 1e-3  # computeResizeAreaTab ignores slivers of a source pixel below this
+
+
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def _scales(src: int, dst: int) -> tuple[float, float]:
+    """(inv_scale, scale) as cv::resize computes them: inv = dst / src, scale = 1 / inv."""
+    inv = dst / src
+    return inv, 1.0 / inv
+
+
+def _integer_scale(src: int, dst: int) -> int | None:
+    """The integer ratio when OpenCV's ``is_area_fast`` test holds for this axis."""
+    _, scale = _scales(src, dst)
+    k = int(round(scale))
+    return k if abs(scale - k) < _DBL_EPSILON else None
+
+
+def _dense(rows: list[list[tuple[int, float]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output tap lists -> (index (dst, T) long, weight (dst, T) float64), padded with
+    zero-weight taps on source pixel 0 (adding ``x * 0`` leaves a sum unchanged)."""
+    taps = max(len(r) for r in rows)
+    index = torch.zeros((len(rows), taps), dtype=torch.long)
+    weight = torch.zeros((len(rows), taps), dtype=torch.float64)
+    for d, r in enumerate(rows):
+        for t, (s, a) in enumerate(r):
+            index[d, t] = s
+            weight[d, t] = a
+    return index, weight
+
+
+@lru_cache(maxsize=1024)
+def area_runs(src: int, dst: int) -> list[tuple]:
+    """OpenCV's ``computeResizeAreaTab`` for one axis (``src >= dst``), per output pixel:
+    ``(first, (lo, hi, weight), last)`` -- the partly covered pixel before the run of whole pixels
+    ``lo .. hi - 1`` (all weighted ``1 / cell``) and the partly covered one after it, each
+    ``(index, weight)`` or None. Weights computed in double and stored as float32, as OpenCV."""
+    _, scale = _scales(src, dst)
+    out = []
+    for d in range(dst):
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = min(scale, src - f1)
+        s2 = min(math.floor(f2), src - 1)
+        s1 = min(math.ceil(f1), s2)
+        first = (s1 - 1, _f32((s1 - f1) / cell)) if s1 - f1 > _AREA_EPS else None
+        last = (s2, _f32(min(min(f2 - s2, 1.0), cell) / cell)) if f2 - s2 > _AREA_EPS else None
+        out.append((first, (s1, s2, _f32(1.0 / cell)), last))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def area_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``area_runs`` as taps in OpenCV's summation order (index, weight), each (dst, T)."""
+    rows = []
+    for first, (lo, hi, w), last in area_runs(src, dst):
+        rows.append(([first] if first else []) + [(s, w) for s in range(lo, hi)] + ([last] if last else []))
+    return _dense(rows)
+
+
+@lru_cache(maxsize=512)
+def linear_taps(src: int, dst: int, clamp_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """INTER_AREA's bilinear variant for one axis (used when either axis grows): two taps
+    ``sx, sx + 1`` weighted ``1 - fx, fx`` (float32). Columns (``clamp_last``) past the last
+    source pixel read it with weight 1; rows keep both weights on the clamped row, as
+    resizeGeneric_ does."""
+    inv, scale = _scales(src, dst)
+    rows = []
+    for d in range(dst):
+        sx = math.floor(d * scale)
+        fx = _f32((d + 1) - (sx + 1) * inv)
+        fx = 0.0 if fx <= 0 else _f32(fx - math.floor(fx))
+        if clamp_last and sx + 1 >= src:
+            rows.append([(src - 1, 1.0)])
+            continue
+        rows.append([(min(sx, src - 1), _f32(1.0 - fx)), (min(sx + 1, src - 1), fx)])
+    return _dense(rows)
+
+
+def _accumulate(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int, channels: int = 1):
+    """sum_t x.index_select(dim, index[:, t]) * weight[:, t], tap by tap in order, in x's dtype.
+    x is (N, H, W * channels) channels-last pixels; dim 2 resizes W (each position carries
+    ``channels`` values), dim 1 resizes H (whole rows). Both gather on a 2-D view, where
+    index_select is several times faster than on a 3-D tensor."""
+    n, s = x.shape[0], x.shape[1]
+    flat = x.reshape(n * s, -1)
+    index, weight = index.to(x.device), weight.to(device=x.device, dtype=x.dtype)
+    if dim == 2:
+        per = torch.arange(channels, device=x.device)
+        index = (index[:, None, :] * channels + per[None, :, None]).reshape(-1, index.shape[1])
+        weight = weight.repeat_interleave(channels, dim=0)
+    else:  # rows of every image: image k's row r is flat row k * s + r
+        index = (torch.arange(n, device=x.device)[:, None, None] * s + index).reshape(-1, index.shape[1])
+        weight = weight.repeat(n, 1)[:, None, :]
+    out = None
+    for t in range(index.shape[1]):
+        term = flat.index_select(1 if dim == 2 else 0, index[:, t]).mul_(weight[..., t])
+        out = term if out is None else out.add_(term)
+    return out.view(n, s, -1) if dim == 2 else out.view(n, -1, out.shape[1])
+
+
+def _separable(x: torch.Tensor, width_taps, height_taps) -> torch.Tensor:
+    """Horizontal pass (per source row), then vertical: resize.cpp's order. Works on channels-last
+    pixels (a view when ``x`` is stored channels-last), so each pass gathers whole pixels or rows."""
+    *lead, c, h, w = x.shape
+    pixels = x.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(-1, h, w * c)  # (N, H, W*C)
+    rows = _accumulate(pixels, *width_taps, dim=2, channels=c)  # (N, H, w'*C)
+    out = _accumulate(rows, *height_taps, dim=1)  # (N, h', w'*C)
+    dh, dw = out.shape[1], out.shape[2] // c
+    return out.view(-1, dh, dw, c).permute(0, 3, 1, 2).reshape(*lead, c, dh, dw)
+
+
+def _fast_area(x: torch.Tensor, kx: int, ky: int, depth: str) -> torch.Tensor:
+    """resizeAreaFast_: box sums over ky x kx blocks. uint8: integer sums, then ``(sum + 2) >> 2`` for 2 x 2 with 1, 3 or 4 channels (the vector path), else
+    ``round(sum * float32(1 / area))``. double: summed row-major in groups of four, as OpenCV's
+    unrolled loop, times float32(1 / area)."""
+    *lead, c, h, w = x.shape
+    area = kx * ky
+    if depth == "u8":
+        flat = x.reshape(-1, c, h, w).to(torch.float64)  # integer sums, exact in double
+        total = F.avg_pool2d(flat, (ky, kx), divisor_override=1).reshape(*lead, c, h // ky, w // kx)
+        if kx == 2 and ky == 2 and c in (1, 3, 4):
+            return torch.floor((total + 2) * 0.25).float()
+        # OpenCV: int sum -> float, times float(1 / area), rounded (exact for sums below 2^24)
+        return torch.round(total.float() * _f32(1.0 / area)).clamp_(0, 255)
+    blocks = x.reshape(*lead, c, h // ky, ky, w // kx, kx).movedim(-3, -2)
+    blocks = blocks.reshape(*lead, c, h // ky, w // kx, area)
+    total = torch.zeros(blocks.shape[:-1], dtype=torch.float64, device=x.device)
+    k = 0
+    while k + 4 <= area:  # CV_ENABLE_UNROLLED: sum += S0 + S1 + S2 + S3
+        total += blocks[..., k] + blocks[..., k + 1] + blocks[..., k + 2] + blocks[..., k + 3]
+        k += 4
+    for k in range(k, area):
+        total += blocks[..., k]
+    return total * _f32(1.0 / area)
+
+
+def resize_area(x: torch.Tensor, size: tuple[int, int], depth: str) -> torch.Tensor:
+    """``cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)`` for (..., C, H, W) images.
+
+    depth "u8": ``x`` holds uint8 values (any dtype); returns float32 holding the uint8 result.
+    depth "f64": ``x`` is computed in float64; returns float64.
+    """
+    if depth not in DEPTHS:
+        raise ValueError(f"depth must be one of {DEPTHS}, not {depth!r}")
+    if x.dim() < 3:
+        raise ValueError(f"expected a (..., C, H, W) tensor, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2], x.shape[-1]
+    dh, dw = int(size[0]), int(size[1])
+    if dh < 1 or dw < 1 or h < 1 or w < 1:
+        raise ValueError(f"cannot resize {h}x{w} to {dh}x{dw}: sizes must be positive")
+    work = torch.float32 if depth == "u8" else torch.float64
+    if (dh, dw) == (h, w):
+        return x.to(work, copy=True)
+    shrink = dh <= h and dw <= w
+    if shrink:
+        kx, ky = _integer_scale(w, dw), _integer_scale(h, dh)
+        if kx is not None and ky is not None:
+            return _fast_area(x, kx, ky, depth)
+        out = _separable(x.to(work), area_taps(w, dw), area_taps(h, dh))
+    else:
+        if depth == "u8":
+            raise NotImplementedError(
+                "uint8 INTER_AREA enlargement (OpenCV's fixed-point bilinear) is not implemented: "
+                "Sandberg's pipeline only enlarges float64 crops")
+        out = _separable(x.to(work), linear_taps(w, dw, True), linear_taps(h, dh, False))
+    if depth == "u8":
+        out = torch.round(out).clamp_(0, 255)  # saturate_cast<uchar>: cvRound, half to even
+    return out

@@ -1,0 +1,126 @@
+"""models.resample.resize_area against OpenCV's own cv2.resize(INTER_AREA), which Sandberg's
+detect_face uses: identical results (not merely close) on random uint8 and float64 images, for
+shrinking (fractional and integer factors) and, in float64, enlarging."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.resample import resize_area
+
+cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test extra) is the reference for INTER_AREA")
+
+
+def _ours(img: np.ndarray, size: tuple[int, int], depth: str) -> np.ndarray:
+    t = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0)
+    return resize_area(t, size, depth)[0].permute(1, 2, 0).numpy()
+
+
+def _cv2(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    out = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _image(rng, h, w, cn, depth, integral=False):
+    if depth == "u8":
+        return rng.integers(0, 256, (h, w, cn), dtype=np.uint8)
+    img = rng.random((h, w, cn)) * 255
+    return np.round(img) if integral else img
+
+
+dims = st.integers(1, 90)
+
+
+@settings(max_examples=300, deadline=None)
+@given(h=dims, w=dims, dh=dims, dw=dims, cn=st.sampled_from([1, 3, 4]), depth=st.sampled_from(["u8", "f64"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_random_sizes_match_cv2_exactly(h, w, dh, dw, cn, depth, seed):
+    if depth == "u8":  # uint8 enlargement is not implemented (Sandberg never enlarges uint8)
+        dh, dw = min(dh, h), min(dw, w)
+    img = _image(np.random.default_rng(seed), h, w, cn, depth)
+    np.testing.assert_array_equal(_ours(img, (dh, dw), depth), _cv2(img, (dh, dw)))
+
+
+@pytest.mark.parametrize("depth", ["u8", "f64"])
+@pytest.mark.parametrize("factor", [(2, 2), (3, 3), (2, 3), (4, 4), (5, 2)])
+def test_integer_factors_take_the_fast_path_exactly(depth, factor):
+    """Whole-number ratios use resizeAreaFast_ (for uint8 2 x 2 its (sum + 2) >> 2 rounding)."""
+    rng = np.random.default_rng(sum(factor))
+    for cn in (1, 3):
+        img = _image(rng, 60 * factor[0], 40 * factor[1], cn, depth)
+        size = (60, 40)
+        np.testing.assert_array_equal(_ours(img, size, depth), _cv2(img, size))
+
+
+def test_sandberg_pyramid_levels_match_cv2():
+    """Pyramid levels as detect_face makes them (minsize 20, factor 0.709) from uint8 photos of
+    several sizes, rounded to uint8 by OpenCV."""
+    from models.detect import pyramid_scales
+
+    rng = np.random.default_rng(7)
+    for h, w in [(250, 250), (333, 500), (512, 512), (701, 467), (1000, 1500)]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for scale in pyramid_scales(h, w, 20, 0.709):
+            size = (int(np.ceil(h * scale)), int(np.ceil(w * scale)))
+            np.testing.assert_array_equal(_ours(img, size, "u8"), _cv2(img, size))
+
+
+@pytest.mark.parametrize("out", [24, 48])
+def test_candidate_crops_match_cv2(out):
+    """Candidate crops as detect_face makes them: float64 patches of uint8 values (zero-padded
+    where the box leaves the image), shrunk or enlarged to 24 x 24 / 48 x 48, not rounded."""
+    rng = np.random.default_rng(out)
+    for side in list(range(8, 110, 3)) + [out, 2 * out, 3 * out]:
+        for dw in (0, 1):  # boxes after np.fix may be one pixel off square
+            patch = np.round(rng.random((side, side + dw, 3)) * 255)
+            patch[: side // 4] = 0
+            np.testing.assert_array_equal(_ours(patch, (out, out), "f64"), _cv2(patch, (out, out)))
+
+
+def test_batches_and_errors():
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 256, (4, 37, 53, 3), dtype=np.uint8)
+    batch = resize_area(torch.from_numpy(imgs).permute(0, 3, 1, 2), (20, 30), "u8")
+    for k in range(4):
+        np.testing.assert_array_equal(batch[k].permute(1, 2, 0).numpy(), _cv2(imgs[k], (20, 30)))
+    x = torch.zeros(1, 3, 10, 10)
+    with pytest.raises(ValueError, match="depth"):
+        resize_area(x, (5, 5), "u16")
+    with pytest.raises(ValueError, match="positive"):
+        resize_area(x, (0, 5), "u8")
+    with pytest.raises(NotImplementedError, match="uint8"):
+        resize_area(x, (20, 20), "u8")
+
+
+@pytest.mark.parametrize("integral", [True, False])
+@pytest.mark.parametrize("size", [24, 48])
+def test_crop_resize_area_matches_cv2_on_padded_patches(integral, size):
+    """Many patches at once (boxes partly or wholly outside the image, shrunk, enlarged, at
+    integer ratios), each identical to cv2.resize of the zero-padded float64 patch -- on uint8
+    images (the prefix-sum path) and on fractional ones (OpenCV's taps, literally)."""
+    from models.crop_resize import crop_resize_area
+
+    rng = np.random.default_rng(size + integral)
+    n, h, w = 2, 90, 110
+    images = rng.integers(0, 256, (n, h, w, 3)).astype(np.float64)
+    if not integral:
+        images += rng.random(images.shape)
+    k = 120
+    idx, top, left = rng.integers(0, n, k), rng.integers(-40, h, k), rng.integers(-40, w, k)
+    side = rng.integers(3, 130, k)
+    heights, widths = side + rng.integers(0, 2, k), side + rng.integers(0, 2, k)
+    heights[:6], widths[:6] = [size, 2 * size, 3 * size, 2 * size, size, 2 * size], [size, 2 * size, 3 * size,
+                                                                                       3 * size, 2 * size, size]
+    t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
+    got = crop_resize_area(t(images).permute(0, 3, 1, 2).float() if integral else t(images).permute(0, 3, 1, 2),
+                           t(idx), t(top), t(left), t(heights), t(widths), size, integral)
+    for i in range(k):
+        patch = np.zeros((heights[i], widths[i], 3))
+        y0, x0 = max(top[i], 0), max(left[i], 0)
+        y1, x1 = min(top[i] + heights[i], h), min(left[i] + widths[i], w)
+        if y1 > y0 and x1 > x0:
+            patch[y0 - top[i]: y1 - top[i], x0 - left[i]: x1 - left[i]] = images[idx[i], y0:y1, x0:x1]
+        np.testing.assert_array_equal(got[i].permute(1, 2, 0).numpy(), _cv2(patch, (size, size)), err_msg=f"patch {i}")
