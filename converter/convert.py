@@ -35,6 +35,14 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _reader_used(src: TFSource, reader: str) -> str:
+    if src.keras_h5 is not None:
+        return "h5py (Keras 2 weights; model_config read as JSON only)"
+    if src.checkpoint_prefix is None:
+        return "tensorflow (frozen graph)"
+    return "tensorflow" if reader == "tf" else "pure-python bundle reader"
+
+
 def default_report_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
@@ -53,8 +61,8 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
     report_path = Path(report_path) if report_path else default_report_path(output)
     src = resolve_source(src_path, step=step)
     arrays = read_variables(src, reader=reader)
-    label = str(src.checkpoint_prefix or src.frozen_graph)
-    state_dict, load_report = arrays_to_state_dict(arrays, label, progress=progress)
+    label = str(src.keras_h5 or src.checkpoint_prefix or src.frozen_graph)
+    state_dict, load_report = arrays_to_state_dict(arrays, label, progress=progress, names=src.names)
     data = serialize_state_dict(state_dict, output.suffix)
     digest = sha256_bytes(data)
     report = {
@@ -66,8 +74,7 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
             "kind": src.kind,
             "weights_from": src.weights_kind,
             "step": src.step,
-            "reader": ("tensorflow" if reader == "tf" else "pure-python bundle reader")
-                      if src.checkpoint_prefix else "tensorflow (frozen graph)",
+            "reader": _reader_used(src, reader),
             "files": [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size}
                       for f in src.weight_files()],
             "notes": src.notes,
