@@ -53,6 +53,7 @@ class ParityReport:
     images: str | None = None            # --images: the batch is real faces (see face_batch.py)
     image_files: list[str] = field(default_factory=list)
     standardization: str = "fixed"
+    per_image_l2: list[float] = field(default_factory=list)   # with --images: ||e_tf - e_pt|| per face
 
     @property
     def passed(self) -> bool:
@@ -83,6 +84,9 @@ class ParityReport:
         lines.append(f"embeddings: L2 {self.l2:.3e}  max abs {self.max_abs:.3e}  "
                      f"min cosine {self.min_cosine:.9f}  -> {'PASS' if self.passed else 'FAIL'} "
                      f"(atol {self.atol:g})")
+        if self.per_image_l2:
+            lines.append(f"per face: L2 max {max(self.per_image_l2):.3e}, "
+                         f"median {float(np.median(self.per_image_l2)):.3e}")
         if self.l2_tf_vs_f64 is not None:
             lines.append(f"float32 rounding alone: L2 TF-f64 {self.l2_tf_vs_f64:.3e}, "
                          f"PT-f64 {self.l2_pt_vs_f64:.3e}")
@@ -190,5 +194,7 @@ def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFA
         notes=src.notes + tf_run.notes + ([faces.describe(images)] if faces else []),
         images=None if faces is None else str(images), image_files=[] if faces is None else faces.files,
         standardization=faces.standardization if faces else "fixed",
+        per_image_l2=[] if faces is None else np.linalg.norm(
+            tf_run.outputs["embeddings"].astype(np.float64) - pt32["embeddings"], axis=1).tolist(),
         versions={"tensorflow": tf_run.tf_version, "torch": torch.__version__, "numpy": np.__version__},
         **emb)

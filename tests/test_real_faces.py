@@ -149,36 +149,26 @@ def test_same_different_verification(real):
     assert best_acc >= 0.97, (best_acc, gap)
 
 
-def test_parity_with_tf_on_real_faces(real):
-    """Our TF graph holding the h5 weights vs the converted PyTorch model, on the prewhitened MTCNN
-    crops of the 25 val photos: per-image L2 within float32 rounding (~1e-6)."""
-    from converter.sources import resolve_source
-    from converter.tf_run import run_tf
-    from converter.verify import pytorch_end_points
-
-    rows = [i for i, f in enumerate(real["faces"].files) if f.startswith("val/")]
-    crops = real["faces"].images[rows]
-    tf_emb = run_tf(resolve_source(real["h5"]), crops).outputs["embeddings"].astype(np.float64)
-    pt_emb = pytorch_end_points(real["model"], crops)["embeddings"]
-    per_image = np.linalg.norm(tf_emb - pt_emb, axis=1)
-    print(f"\nper-image L2 TF vs PyTorch on 25 real faces: max {per_image.max():.3e}, "
-          f"median {np.median(per_image):.3e}")
-    assert len(rows) == 25 and per_image.max() <= 2e-6
-
-
-def test_verify_cli_with_images(real, tmp_path):
+def test_parity_with_tf_on_real_faces(real, tmp_path):
+    """`facenet-convert verify facenet_keras.h5 W --images val/`: our TF graph holding the h5 weights
+    vs the converted PyTorch model on the prewhitened MTCNN crops of the 25 val photos, per-image L2
+    within float32 rounding (~1e-6); the report records the photos and the standardization."""
     import json
 
-    from tests.conftest import run_cli
+    from converter import cli
 
     report = tmp_path / "parity.json"
-    proc = run_cli("verify", real["h5"], real["converted"].output, "--images", real["photos"] / "val",
-                   "--batch", "2", "--report", report)
-    assert proc.returncode == 0, proc.stderr
+    val = real["photos"] / "val"
+    assert cli.main(["verify", str(real["h5"]), str(real["converted"].output), "--images", str(val),
+                     "--batch", "25", "--report", str(report)]) == 0
     data = json.loads(report.read_text())
-    assert data["images"] == str(real["photos"] / "val") and data["standardization"] == "prewhiten"
-    assert len(data["image_files"]) == data["batch"] == 2
-    assert "face crops of" in proc.stdout and data["passed"]
+    assert data["images"] == str(val) and data["standardization"] == "prewhiten" and data["passed"]
+    assert data["image_files"] == [f.removeprefix("val/") for f in real["faces"].files if f.startswith("val/")]
+    per_image = np.array(data["per_image_l2"])
+    print(f"\nper-image L2 TF vs PyTorch on 25 real faces: max {per_image.max():.3e}, "
+          f"median {np.median(per_image):.3e}")
+    assert len(per_image) == data["batch"] == 25 and per_image.max() <= 2e-6
+    assert data["tf_graph"] == "reference builder + facenet_keras.h5 weights"
 
 
 def test_fetch_refuses_wrong_bytes(tmp_path):
