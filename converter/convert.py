@@ -10,7 +10,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ConversionError
-from .known_hashes import check_files
+from .known_hashes import check_files, known_sha256
 from .loader import LoadReport, arrays_to_state_dict
 from .sources import TFSource, read_variables, resolve_source
 from .writer import SUFFIXES, atomic_write_files, json_bytes, serialize_state_dict, sha256_bytes, \
@@ -67,7 +67,8 @@ def convert(src_path, output, *, report_path=None, step: int | None = None,
     label = str(src.keras_h5 or src.checkpoint_prefix or src.frozen_graph)
     state_dict, load_report = arrays_to_state_dict(arrays, label, progress=progress, names=src.names)
     files = [{"name": f.name, "sha256": sha256_file(f), "size": f.stat().st_size} for f in src.weight_files()]
-    others = [f for f in (src.frozen_graph, src.meta_graph) if f is not None and f not in src.weight_files()]
+    others = [f for f in (src.frozen_graph, src.meta_graph)   # hashed only when a known name (cost)
+              if f is not None and f not in src.weight_files() and f.name in known_sha256()]
     known = check_files(files + [{"name": f.name, "sha256": sha256_file(f)} for f in others], strict=strict)
     data = serialize_state_dict(state_dict, output.suffix)
     digest = sha256_bytes(data)

@@ -9,6 +9,7 @@ not judged.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .errors import ConversionError
@@ -23,6 +24,7 @@ class HashCheck:
         return {"matched": self.matched, "mismatched": self.mismatched}
 
 
+@functools.lru_cache(maxsize=1)
 def known_sha256() -> dict[str, tuple[str, str]]:
     """{file name: (sha256, model name)} over every registry entry."""
     from models.registry import default_registry
