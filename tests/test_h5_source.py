@@ -289,3 +289,31 @@ def test_checkpoint_written_from_the_h5_converts_to_the_same_tensors(fx128_h5, t
     assert cli.main(["convert", str(prefix), "-o", str(a), "-q"]) == 0
     assert cli.main(["convert", str(fx128_h5), "-o", str(b), "-q"]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_h5_converts_without_tensorflow_or_torch(fx128_h5, fx128_converted, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "plain.pt"
+    proc = subprocess.run([sys.executable, "tools/without_tf.py", "--also", "torch", "-m", "converter", "convert",
+                           str(fx128_h5), "-o", str(out), "-q"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    _assert_same_tensors(load_state_dict_file(out), fx128_converted)
+
+
+@pytest.mark.parametrize("with_logits", [False, True])
+def test_keras_scheme_is_row_aligned_with_the_tf_scheme(with_logits):
+    """Row i names the same tensor in both schemes (h5_source.to_tf_names relies on it), and every
+    Keras name is what the independent spelling above gives for the TF name."""
+    from converter.mapping import KERAS_NAMES, TF_NAMES, inception_resnet_v1_table
+
+    tf_rows = inception_resnet_v1_table(with_logits, TF_NAMES)
+    keras_rows = inception_resnet_v1_table(with_logits, KERAS_NAMES)
+    assert [r.pt_key for r in tf_rows] == [r.pt_key for r in keras_rows]
+    for tf, keras in zip(tf_rows, keras_rows):
+        assert (tf.tf_name is None) == (keras.tf_name is None) and tf.transform == keras.transform
+        if tf.tf_name is not None:
+            assert keras.tf_name == keras_name(tf.tf_name)
