@@ -317,3 +317,16 @@ def test_keras_scheme_is_row_aligned_with_the_tf_scheme(with_logits):
         assert (tf.tf_name is None) == (keras.tf_name is None) and tf.transform == keras.transform
         if tf.tf_name is not None:
             assert keras.tf_name == keras_name(tf.tf_name)
+
+
+def test_dataset_stored_in_another_file_is_refused(fixture128_arrays, tmp_path):
+    """External storage would make h5py read an arbitrary file named inside the h5."""
+    secret = tmp_path / "elsewhere.bin"
+    secret.write_bytes(np.zeros(1792 * 128, np.float32).tobytes())
+    src = write_keras_h5(tmp_path / "external.h5", fixture128_arrays)
+    with h5py.File(src, "a") as f:
+        group = f["model_weights/Bottleneck"]
+        del group["Bottleneck/kernel:0"]
+        group.create_dataset("Bottleneck/kernel:0", shape=(1792, 128), dtype="f4",
+                             external=[(str(secret), 0, 1792 * 128 * 4)])
+    _refused(src, tmp_path / "out", ["Bottleneck/Bottleneck/kernel:0", "stored outside this file"])

@@ -183,3 +183,20 @@ def test_a_checkpoint_built_from_the_real_h5_converts_to_the_same_bytes(real, tm
     prefix = save_checkpoint(tmp_path / "20170512-110547" / "model-20170512-110547.ckpt-250000", arrays)
     again = convert(prefix, tmp_path / "from_checkpoint.pt")
     assert again.output.read_bytes() == real["converted"].output.read_bytes()
+
+
+def test_reference_with_images_then_verify_without_tensorflow(real, tmp_path):
+    """`reference SRC --images DIR` records the TF side on face crops; `verify --reference` later
+    checks the weights against it and reports which photos and which standardization."""
+    import json
+
+    from converter import cli
+
+    ref, report = tmp_path / "ref.h5", tmp_path / "parity.json"
+    val = real["photos"] / "val"
+    assert cli.main(["reference", str(real["h5"]), "-o", str(ref), "--images", str(val), "--batch", "3"]) == 0
+    assert cli.main(["verify", "--reference", str(ref), str(real["converted"].output), "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    expected = [f.removeprefix("val/") for f in real["faces"].files if f.startswith("val/")][:3]
+    assert data["image_files"] == expected and data["standardization"] == "prewhiten"
+    assert data["batch"] == 3 and data["passed"] and data["images"] == str(val)
