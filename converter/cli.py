@@ -20,9 +20,11 @@ def _cmd_convert(args) -> int:
 
     t0 = time.perf_counter()
     result = convert(args.source, args.output, report_path=args.report, step=args.step,
-                     reader=args.reader, progress=not args.quiet)
+                     reader=args.reader, progress=not args.quiet, strict=args.strict)
     for note in result.source.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.report["source"]["known_hashes"]["mismatched"]:
+        print(f"warning: {warning}", file=sys.stderr)
     m = result.load_report
     print(f"converted {len(m.mapped)} variables ({len(m.ignored)} ignored, {len(m.synthesized)} tensors "
           f"synthesized) from {result.report['source']['weights_from']}: embedding {m.embedding_size}, "
@@ -57,12 +59,12 @@ def _cmd_verify(args) -> int:
         return _print_parity(verify_reference(args.reference, args.source, atol=args.atol), args.report)
     if args.source is None or args.weights is None:
         raise ConversionError("verify needs SOURCE and WEIGHTS (or --reference REF.h5 WEIGHTS)")
-    check_run_paths(inputs=[resolve_source(args.source, step=args.step).input_files(), args.weights],
+    check_run_paths(inputs=[resolve_source(args.source, step=args.step).input_files(), args.weights, args.images],
                     outputs=[(args.report, (".json",))])
     from .verify import verify
 
     report = verify(args.source, args.weights, batch=args.batch, seed=args.seed, atol=args.atol,
-                    step=args.step)
+                    step=args.step, images=args.images, standardization=args.standardization)
     return _print_parity(report, args.report)
 
 
@@ -77,6 +79,15 @@ def _cmd_fixture(args) -> int:
     for p in sorted(fx.directory.iterdir()):
         print(f"  {p.name}")
     return EXIT_OK
+
+
+def add_images_arguments(p) -> None:
+    """--images DIR: real faces instead of the random batch (verify and reference)."""
+    p.add_argument("--images", metavar="DIR",
+                   help="take the batch from the photos in DIR (MTCNN face crops, at most --batch of them) "
+                        "instead of random pixels")
+    p.add_argument("--standardization", choices=("prewhiten", "fixed"),
+                   help="with --images (default: prewhiten for 128-d models (2017), fixed for 512-d (2018))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reader", choices=("auto", "pure", "tf"), default="auto",
                    help="checkpoint reader: pure Python (auto, no TensorFlow needed) or TensorFlow's")
     c.add_argument("--verify", action="store_true", help="then run both graphs and check parity")
+    c.add_argument("--strict", action="store_true",
+                   help="a source file whose sha256 differs from the registry's known hash of that "
+                        "file (Sandberg's releases) is an error, not a warning")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_convert)
 
@@ -108,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=in_range(int, 0), default=0, help="(with --reference: as recorded)")
     v.add_argument("--atol", type=finite(0.0), default=1e-5, help="max abs embedding difference allowed")
     v.add_argument("--step", type=in_range(int, 0))
+    add_images_arguments(v)
     v.add_argument("--report", help="write the parity report as JSON")
     v.set_defaults(func=_cmd_verify)
 

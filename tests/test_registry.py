@@ -116,7 +116,8 @@ def test_schema_check_names_each_problem(raw):
     m = bad["models"]
     del m[0]["lfw_accuracy"]
     m[1]["tag"] = "Casia WebFace"
-    m[2]["weights"][0]["reason"] = None                       # sha256 null and no reason
+    unhashed = next(d for d in m[2:] if d["weights"][0]["sha256"] is None)
+    unhashed["weights"][0]["reason"] = None                   # sha256 null and no reason
     fixture = next(d for d in m if d["tag"] == "ci-fixture")
     fixture["weights"][0].update(sha256="ab" * 32, file="fixture-512d-seed0-ci-fixture-00000000.pt")
     m[3]["mirrors"] = [dict(url="x", file="../x.pt", sha256="XYZ", size=None, provider="p", reason=None)]
