@@ -90,8 +90,8 @@ def _vs_sandberg(mtcnn, min_seconds: float) -> dict:
     from models.detect import detect_faces
 
     try:
-        align_dir = sm.extract_align(Path(tempfile.mkdtemp(prefix="sandberg-align-")))
-        theirs = sm.SandbergDetector(align_dir, threads=torch.get_num_threads())
+        with tempfile.TemporaryDirectory(prefix="sandberg-align-") as tmp:  # his weights load at creation
+            theirs = sm.SandbergDetector(sm.extract_align(Path(tmp)), threads=torch.get_num_threads())
     except Exception as e:  # no package index, no TensorFlow, no OpenCV: say so in the table
         return {"error": f"Sandberg's detector unavailable: {type(e).__name__}: {e}", "rows": []}
     photos = sm.comparison_photos()
