@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_io import atomic_write_bytes
+from .options import in_range
+from .paths import check_run_paths, require_regular
 
 DEFAULT_IMAGE_SIZE = 182
 DEFAULT_MARGIN = 44
@@ -122,9 +124,7 @@ def align_dataset(input_dir: str, output_dir: str, image_size: int = DEFAULT_IMA
     bad arguments (an output folder inside the input, sizes out of range)."""
     if not os.path.isdir(input_dir):
         raise ValueError(f"{input_dir}: no such directory")
-    inp, out = Path(input_dir).resolve(), Path(output_dir).resolve()
-    if out == inp or inp in out.parents:
-        raise ValueError(f"{output_dir}: the output folder must not be the input folder or inside it")
+    check_run_paths(inputs=[Path(input_dir)], output_dirs=[Path(output_dir)])   # the output rule (PathError)
     if image_size < 1 or margin < 0:
         raise ValueError(f"--image-size must be >= 1 and --margin >= 0 (got {image_size}, {margin})")
     if mtcnn is None:
@@ -153,6 +153,7 @@ def align_dataset(input_dir: str, output_dir: str, image_size: int = DEFAULT_IMA
                 report.skipped += 1
                 continue
             try:
+                require_regular(image_path, "image")   # a FIFO would block, a device never end
                 img = read_like_imread(image_path)
             except (OSError, ValueError, IndexError) as e:
                 log(f"{image_path}: {e}")
@@ -191,9 +192,9 @@ def add_align_command(sub) -> None:
                        description=__doc__.split("\n\n")[1])
     p.add_argument("input_dir", metavar="IN_DIR", help="images as IN_DIR/<class>/<image>")
     p.add_argument("output_dir", metavar="OUT_DIR", help="crops go to OUT_DIR/<class>/<image>.png")
-    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, metavar="PX",
+    p.add_argument("--image-size", type=in_range(int, 1, 1024), default=DEFAULT_IMAGE_SIZE, metavar="PX",
                    help=f"crop side in pixels (default {DEFAULT_IMAGE_SIZE}; 160 for LFW evaluation)")
-    p.add_argument("--margin", type=int, default=DEFAULT_MARGIN, metavar="PX",
+    p.add_argument("--margin", type=in_range(int, 0, 10000), default=DEFAULT_MARGIN, metavar="PX",
                    help=f"margin around the box in source pixels (default {DEFAULT_MARGIN}; 32 for LFW)")
     p.add_argument("--random-order", action="store_true", help="shuffle classes and images (parallel runs)")
     p.add_argument("--detect-multiple-faces", action="store_true", help="a crop per face, not just the central one")

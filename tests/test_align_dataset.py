@@ -121,8 +121,24 @@ def test_align_resumes_and_refuses_its_input(dataset_dir, tmp_path):
     r = run_cli("align", dataset_dir, out, module="models.cli")
     assert r.returncode == 0 and "already aligned: 5" in r.stdout, r.stdout
     assert {k: v for k, v in tree_snapshot(out).items() if not k.startswith("bounding_boxes_")} == before
-    for bad_out in (dataset_dir, dataset_dir / "alice" / "out"):
+    # the output rule: an output folder that is, holds or lies inside the input is refused, nothing written
+    snapshot, around = tree_snapshot(dataset_dir), sorted(os.listdir(dataset_dir.parent))
+    for bad_out in (dataset_dir, dataset_dir / "alice" / "out", dataset_dir.parent):
         r = run_cli("align", dataset_dir, bad_out, module="models.cli")
-        assert r.returncode == 2 and "must not be the input folder" in r.stderr
+        assert r.returncode == 2 and "overlaps input folder" in r.stderr, r.stderr
+    assert tree_snapshot(dataset_dir) == snapshot and sorted(os.listdir(dataset_dir.parent)) == around
     r = run_cli("align", tmp_path / "missing", out, module="models.cli")
     assert r.returncode == 2 and "no such directory" in r.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX feature")
+def test_align_skips_a_fifo_named_like_an_image(tmp_path):
+    """A FIFO would block `open()` forever: it is reported as unreadable and the run finishes."""
+    photos = sm.comparison_photos()
+    (tmp_path / "in" / "carol").mkdir(parents=True)
+    Image.fromarray(photos["astronaut"]).save(tmp_path / "in" / "carol" / "a.png")
+    os.mkfifo(tmp_path / "in" / "carol" / "b.jpg")
+    r = run_cli("align", tmp_path / "in", tmp_path / "out", module="models.cli", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "b.jpg" in r.stdout + r.stderr and "FIFO" in r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "carol").iterdir()) == ["a.png"]
