@@ -147,9 +147,7 @@ def _embedder(args, flip: bool = False, selection_method: str | None = None):
 
 
 def cmd_embed(args) -> int:
-    from .data import ImageLoadError
-
-    from .data import is_image_file
+    from .data import ImageLoadError, is_image_file
     from .paths import walk_files
 
     if not os.path.isdir(args.dir):
