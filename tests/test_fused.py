@@ -10,74 +10,27 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models import InceptionResNetV1, cpu_caps
+from models import cpu_caps
 from models.engine_rules import GRAPH_MAX_BATCH, choose_engine
 from models.fused import FusedInceptionResNetV1, fuse_inception
+from tests.helpers import FP32_TOL, assert_model_unchanged, model_snapshot, random_model
 
-FP32_TOL = 1e-5
 BF16_MIN_COS = 0.9999
-
-
-def _random_model(embedding_size: int, num_classes: int | None, seed: int) -> InceptionResNetV1:
-    """Seeded random weights that keep activations alive: He-scaled convs, BatchNorm statistics
-    calibrated on random images (so embeddings really depend on the input), then every BN's
-    mean/variance/beta/gamma perturbed away from the calibrated values and from 0/1, so that
-    folding is really exercised (TF-slim BN has gamma=1; fold it generally anyway)."""
-    torch.manual_seed(seed)
-    model = InceptionResNetV1(embedding_size=embedding_size, num_classes=num_classes)
-    g = torch.Generator().manual_seed(seed + 1)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                fan_in = mod.weight[0].numel()
-                mod.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=g)
-                if mod.bias is not None:
-                    mod.bias.normal_(0.0, 0.05, generator=g)
-        for bn in bns:
-            bn.momentum = 1.0  # one training-mode pass sets the running stats to the batch stats
-        model.train()
-        model(torch.randn(6, 3, 160, 160, generator=g))
-        model.eval()
-        for bn in bns:
-            n = bn.num_features
-            std = bn.running_var.sqrt()
-            bn.running_mean.add_(0.2 * std * torch.randn(n, generator=g))
-            bn.running_var.mul_(torch.rand(n, generator=g) * 0.8 + 0.6)
-            bn.bias.copy_(torch.randn(n, generator=g) * 0.2)
-            bn.weight.copy_(torch.rand(n, generator=g) * 0.8 + 0.6)
-            bn.momentum = 0.005
-    return model
 
 
 @pytest.fixture(scope="module")
 def model512():
-    return _random_model(512, None, seed=0)
+    return random_model(512, None, seed=0)
 
 
 @pytest.fixture(scope="module")
 def model128():
-    return _random_model(128, 7, seed=1)
+    return random_model(128, 7, seed=1)
 
 
 @pytest.fixture(scope="module")
 def images():
     return torch.randn(3, 3, 160, 160, generator=torch.Generator().manual_seed(42))
-
-
-def _snapshot(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, model.training, model.classify,
-            {k: v.requires_grad for k, v in model.named_parameters()})
-
-
-def _assert_unchanged(model, snap):
-    state, training, classify, rg = snap
-    now = model.state_dict()
-    assert now.keys() == state.keys()
-    for k, v in state.items():
-        assert torch.equal(now[k], v), k
-    assert model.training == training and model.classify == classify
-    assert {k: v.requires_grad for k, v in model.named_parameters()} == rg
 
 
 def _need_onednn(impl):
@@ -90,9 +43,9 @@ def _need_onednn(impl):
 def test_fp32_parity_and_original_untouched(request, which, impl, images):
     _need_onednn(impl)
     model = request.getfixturevalue(which)
-    snap = _snapshot(model)
+    snap = model_snapshot(model)
     fused = model.fuse(torch.float32) if impl == "auto" else fuse_inception(model, impl=impl)
-    _assert_unchanged(model, snap)
+    assert_model_unchanged(model, snap)
     assert isinstance(fused, FusedInceptionResNetV1) and not fused.training
     assert not any(isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d) for m in fused.modules())
     with torch.no_grad():
@@ -107,7 +60,7 @@ def test_fp32_parity_and_original_untouched(request, which, impl, images):
         assert (fused(images[1:2]) - ref[1:2]).abs().max().item() <= FP32_TOL
         small = images[:1, :, :112, :96]
         assert (fused(small) - model(small)).abs().max().item() <= FP32_TOL
-    _assert_unchanged(model, snap)
+    assert_model_unchanged(model, snap)
 
 
 def test_fp32_folding_really_exercised(model512, images):
@@ -175,11 +128,11 @@ def test_classify_without_logits_raises(model512, images):
 @pytest.mark.parametrize("which", ["model512", "model128"])
 def test_bf16_parity(request, which, images):
     model = request.getfixturevalue(which)
-    snap = _snapshot(model)
+    snap = model_snapshot(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # emulated bf16 on CPUs without AMX
         fused = model.fuse(torch.bfloat16)
-    _assert_unchanged(model, snap)
+    assert_model_unchanged(model, snap)
     assert fused.dtype == torch.bfloat16
     assert fused.stem[0].weight.dtype == torch.bfloat16 and fused.conv_in.weight.dtype == torch.float32
     with torch.no_grad():
