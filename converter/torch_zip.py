@@ -3,8 +3,9 @@
 The converter must not import torch (``import torch`` alone costs about 1 s of
 its 1.5 s budget), and writing the format ourselves also makes the output
 independent of whichever torch is installed.  ``torch_save_bytes`` reproduces,
-byte for byte, what torch 2.13.0 (the version it was checked against; tests/test_torch_zip.py
-compares it with whichever torch is installed) writes for ``torch.save(d, io.BytesIO())``
+byte for byte, what torch ``CHECKED_WITH_TORCH`` (2.13.0, the version it was checked against;
+tests/test_torch_zip.py compares it with the installed torch's ``torch.save`` when that is this
+release, and says why it skips otherwise) writes for ``torch.save(d, io.BytesIO())``
 with default arguments, where ``d`` is a plain ``dict[str, Tensor]`` of
 contiguous CPU tensors that each own their storage.  The format has three
 parts; each was checked against real torch.save output:
@@ -32,7 +33,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["torch_save_bytes"]
+__all__ = ["torch_save_bytes", "CHECKED_WITH_TORCH"]
+
+CHECKED_WITH_TORCH = "2.13.0"  # the torch release whose torch.save these bytes were checked against
 
 # numpy dtype (little-endian) -> torch legacy storage class name.
 _STORAGE = {

@@ -20,24 +20,18 @@ def linux_only(why: str):
     return pytest.mark.skipif(not sys.platform.startswith("linux"), reason=f"Linux only: {why}")
 
 
-def pinned_version(package: str) -> str | None:
-    """The `package==X` version pinned in pyproject.toml's dependencies, or None."""
-    import re
-
-    text = (REPO / "pyproject.toml").read_text()
-    m = re.search(rf'"{re.escape(package)}==([^"]+)"', text)
-    return m.group(1) if m else None
-
-
 def same_torch_as_pinned() -> tuple[bool, str]:
-    """(installed torch is the pinned one, reason to skip otherwise). Byte-for-byte comparisons
-    with torch.save hold for the torch release the writer follows; another release may pickle
+    """(installed torch is the release our .pt writer was checked against, reason to skip otherwise).
+    Byte-for-byte comparisons with torch.save hold for that release; another release may pickle
     differently without anything being wrong with the files (they still load: tested apart)."""
     from importlib.metadata import version
 
-    pinned, installed = pinned_version("torch"), version("torch").split("+")[0]
-    return installed == pinned, (f"byte equality with torch.save is checked against torch {pinned} (pinned in "
-                                 f"pyproject.toml); torch {installed} is installed")
+    from converter.torch_zip import CHECKED_WITH_TORCH
+
+    installed = version("torch").split("+")[0]
+    return installed == CHECKED_WITH_TORCH, (
+        f"byte equality with torch.save is checked against torch {CHECKED_WITH_TORCH} "
+        f"(converter/torch_zip.py CHECKED_WITH_TORCH, the Makefile's pin); torch {installed} is installed")
 
 
 def cache_dir(*parts: str) -> Path:

@@ -165,3 +165,11 @@ def test_clear_errors(arrays, error, words):
         torch_save_bytes({"ok": np.zeros(1, np.float32), **arrays})
     for w in words:
         assert w in str(info.value)
+
+
+def test_ci_installs_the_torch_the_writer_was_checked_against():
+    """The Makefile's pin (what `make install`, hence CI, installs) is CHECKED_WITH_TORCH, so the
+    byte-equality tests above run in CI rather than skip."""
+    from converter.torch_zip import CHECKED_WITH_TORCH
+
+    assert f"torch=={CHECKED_WITH_TORCH}" in (REPO / "Makefile").read_text()
