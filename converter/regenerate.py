@@ -113,13 +113,6 @@ def machine_info() -> dict:
             "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
 
 
-def _machine_line(machine: dict) -> str:
-    return (f"Measured on {machine['cpu']} ({machine['machine']}, {machine['isa_class']}"
-            f"{', ' + machine['isa_restriction'] if machine['isa_restriction'] else ''}), "
-            f"{machine['torch_threads']} torch threads, torch {machine['torch']}, numpy {machine['numpy']}, "
-            f"Python {machine['python']}: the figures are this run's; the verdict is in manifest.json.")
-
-
 def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool, reports: bool, batch: int,
                seed: int, log) -> dict:
     """Convert (+ verify, + per-run report) one Inception entry; returns its manifest record."""
@@ -136,9 +129,9 @@ def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool
         conversion = dict(staged.report)
         conversion["source"] = dict(conversion["source"], path=label)
         conversion["output"] = dict(conversion["output"], file=final)
+        committed = {k: v for k, v in conversion.items() if k not in _PER_RUN_KEYS}
         files = {out_root / f"{final}.json": json_bytes(conversion),
-                 out_root / REPORTS / f"{entry.id}{CONVERSION_SUFFIX}":
-                     json_bytes({k: v for k, v in conversion.items() if k not in _PER_RUN_KEYS})}
+                 out_root / REPORTS / f"{entry.id}{CONVERSION_SUFFIX}": json_bytes(committed)}
         os.replace(staged.output, out_root / final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -170,8 +163,8 @@ def _inception(entry, src_dir: Path, label: str, out_root: Path, *, parity: bool
             figures = dict(round_sig(report.to_dict(), 4), machine=machine,
                            libraries=conversion.get("libraries"))
             atomic_write_files({reports_dir / f"{entry.id}{PARITY_SUFFIX}": json_bytes(figures)})
-            render_report(figures, conversion, reports_dir, entry.id, title=entry.id,
-                          notes=[_machine_line(machine)])
+            # from the committed conversion report, so that the Markdown re-renders from committed files
+            render_report(figures, committed, reports_dir, entry.id, title=entry.id)
         log(f"  parity {'PASS' if report.passed else 'FAIL'}: L2 {sci(report.l2)}, max abs "
             f"{sci(report.max_abs)}, min cosine {report.min_cosine:.9f} ({report.tf_graph})")
     return record
@@ -203,7 +196,7 @@ def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, reports: bool, see
                      "size": info["size"]} for name, info in sorted(conv.files.items())],
     }
     if parity:
-        from .report import mtcnn_blocks, round_sig, sci, to_markdown
+        from .report import machine_line, mtcnn_blocks, round_sig, sci, to_markdown
 
         report = verify_mtcnn(src, out_root / "mtcnn", seed=seed)
         record["parity"] = {"passed": report.ok, "atol": report.atol, "seed": seed}
@@ -213,7 +206,7 @@ def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, reports: bool, see
 
             machine = machine_info()
             figures = dict(round_sig(report.to_dict(), 4), machine=machine)
-            blocks = mtcnn_blocks(entry.id, figures, conv.files, conv.sources) + [("p", _machine_line(machine))]
+            blocks = mtcnn_blocks(entry.id, figures, conv.files, conv.sources) + [("p", machine_line(machine))]
             atomic_write_files({out_root / REPORTS / f"{entry.id}.md": to_markdown(blocks).encode(),
                                 out_root / REPORTS / f"{entry.id}.parity.json": json_bytes(figures)})
         log(f"  parity {'PASS' if report.ok else 'FAIL'}: max abs "

@@ -260,10 +260,21 @@ def plot_png(parity: dict, title: str) -> bytes:
 
 # ---------------------------------------------------------------------------------- render
 
+def machine_line(machine: dict) -> str:
+    """Where a per-run report's figures were measured (`make reports` records the machine)."""
+    return (f"Measured on {machine['cpu']} ({machine['machine']}, {machine['isa_class']}"
+            f"{', ' + machine['isa_restriction'] if machine['isa_restriction'] else ''}), "
+            f"{machine['torch_threads']} torch threads, torch {machine['torch']}, numpy {machine['numpy']}, "
+            f"Python {machine['python']}: the figures are this run's; the verdict is in manifest.json.")
+
+
 def render_report(parity: dict, conversion: dict | None, out_dir, stem: str, *, title: str | None = None,
                   png: bool = True, html_too: bool = False, notes: list[str] | None = None) -> RenderedReport:
-    """Write `<stem>.md` (+ `<stem>.png`, `<stem>.html`) into `out_dir`; returns their paths."""
+    """Write `<stem>.md` (+ `<stem>.png`, `<stem>.html`) into `out_dir`; returns their paths. A
+    parity report that records its machine gets a note saying where it was measured."""
     out_dir = Path(out_dir)
+    if parity.get("machine"):
+        notes = [*(notes or []), machine_line(parity["machine"])]
     title = title or stem
     png_path = out_dir / f"{stem}.png" if png else None
     blocks = report_blocks(parity, conversion, title=title, png_name=png_path.name if png_path else None,
