@@ -60,11 +60,14 @@ def mtcnn():
     return MTCNN()
 
 
-def _ours(mtcnn, img, thresholds=(0.6, 0.7, 0.7)):
+def _ours(mtcnn, img, thresholds=None):
+    """Our cascade with MTCNN()'s own defaults (min face, thresholds, factor), so that the defaults
+    are compared with his too; `thresholds` overrides them for the weak-detection runs."""
     from models.detect import detect_faces
 
     x = torch.from_numpy(sm.as_rgb(img)).permute(2, 0, 1).unsqueeze(0).float()
-    d = detect_faces(x, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, thresholds=thresholds)
+    d = detect_faces(x, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.min_face_size,
+                     mtcnn.thresholds if thresholds is None else thresholds, mtcnn.factor)
     return d.boxes.numpy(), d.scores.numpy(), d.points.numpy()
 
 

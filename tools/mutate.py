@@ -74,7 +74,7 @@ MUTANTS = (
            ("tests/test_mtcnn_cascade_params.py", "tests/test_mtcnn_sandberg.py", "tests/test_mtcnn_detect.py")),
     Mutant("nms-onet-union", "detector: O-Net NMS 'Min' -> 'Union'",
            "models/detect.py",
-           (('keep = batched_nms(boxes, score, img, NMS_ONET, mode="min")',
+           (('keep = batched_nms(boxes, score, img, NMS_ONET, mode=NMS_ONET_MODE)',
              'keep = batched_nms(boxes, score, img, NMS_ONET, mode="union")'),),
            ("tests/test_mtcnn_cascade_params.py", "tests/test_mtcnn_sandberg.py", "tests/test_mtcnn_detect.py")),
     Mutant("score-threshold", "detector: default R-Net score threshold 0.7 -> 0.6",
