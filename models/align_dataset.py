@@ -17,7 +17,6 @@ checkout) and the random sleep at start-up.
 """
 from __future__ import annotations
 
-import io
 import os
 import random
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic_io import atomic_write_bytes
+from .atomic_io import atomic_write_bytes, atomic_write_image
 from .options import in_range
 from .paths import check_run_paths, require_regular
 
@@ -94,14 +93,6 @@ def crop_and_resize(img: np.ndarray, bb: np.ndarray, image_size: int) -> np.ndar
 
     cropped = np.ascontiguousarray(img[bb[1]:bb[3], bb[0]:bb[2], :])
     return np.asarray(Image.fromarray(cropped).resize((image_size, image_size), Image.BILINEAR))
-
-
-def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _detector(mtcnn):
@@ -178,7 +169,7 @@ def align_dataset(input_dir: str, output_dir: str, image_size: int = DEFAULT_IMA
             for i, det in enumerate(choose_faces(boxes[:, 0:4], img_size, detect_multiple_faces)):
                 bb = margin_box(np.squeeze(det), margin, img_size)
                 target = f"{base}_{i}{ext}" if detect_multiple_faces else output_filename
-                atomic_write_bytes(target, _png(crop_and_resize(img, bb, image_size)))
+                atomic_write_image(target, crop_and_resize(img, bb, image_size))
                 report.aligned += 1
                 lines.append("%s %d %d %d %d\n" % (target, bb[0], bb[1], bb[2], bb[3]))
     atomic_write_bytes(report.bounding_boxes, "".join(lines).encode())

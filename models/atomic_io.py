@@ -195,6 +195,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write_files({path: data})
 
 
+def atomic_write_image(path: str | os.PathLike, pixels) -> None:
+    """Encode an H x W x C uint8 array in the format of `path`'s extension (as `Image.save(path)`
+    picks it: .png, .jpg, ...) and write it atomically. ValueError for an unknown extension."""
+    import io
+
+    from PIL import Image
+
+    Image.init()
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in Image.EXTENSION:
+        raise ValueError(f"{path}: unknown image extension {ext!r}; use .png or .jpg")
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=Image.EXTENSION[ext])
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """For writers that need a file name (h5py, streamed downloads): yields a temp path beside

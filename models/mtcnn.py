@@ -15,7 +15,6 @@ with a box filter in torch rather than with PIL.
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -401,25 +400,9 @@ class MTCNN(nn.Module):
 
 
 def _save_crops(crops: torch.Tensor, path) -> None:
-    from PIL import Image
-
-    from .atomic_io import atomic_write_bytes
+    from .atomic_io import atomic_write_image
 
     path = str(path)
     base, ext = os.path.splitext(path)
     for k, crop in enumerate(crops):
-        target = path if k == 0 else f"{base}_{k + 1}{ext}"
-        buf = io.BytesIO()
-        Image.fromarray(crop.permute(1, 2, 0).to(torch.uint8).numpy()).save(buf, format=_image_format(target))
-        atomic_write_bytes(target, buf.getvalue())
-
-
-def _image_format(path: str) -> str:
-    """Pillow's format name for a file name's extension (as Image.save(path) picks it)."""
-    from PIL import Image
-
-    Image.init()
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in Image.EXTENSION:
-        raise ValueError(f"{path}: unknown image extension {ext!r}; use .png or .jpg")
-    return Image.EXTENSION[ext]
+        atomic_write_image(path if k == 0 else f"{base}_{k + 1}{ext}", crop.permute(1, 2, 0).to(torch.uint8).numpy())

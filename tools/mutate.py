@@ -38,6 +38,9 @@ class Mutant:
     tests: tuple[str, ...]              # pytest node ids / files, optionally "file::-k expr"
 
 
+# the detector's own parameters, the independent Sandberg reference, the cascade unit tests
+DETECTOR_TESTS = ("tests/test_mtcnn_cascade_params.py", "tests/test_mtcnn_sandberg.py", "tests/test_mtcnn_detect.py")
+
 MUTANTS = (
     Mutant("mapping-swap", "mapping: two same-shaped convs swapped (block35 branch2.1 <-> branch2.2)",
            "converter/mapping.py",
@@ -71,16 +74,16 @@ MUTANTS = (
     Mutant("nms-rnet", "detector: NMS after R-Net 0.7 -> 0.5 (one stage's threshold)",
            "models/detect.py",
            (("NMS_RNET = 0.7", "NMS_RNET = 0.5"),),
-           ("tests/test_mtcnn_cascade_params.py", "tests/test_mtcnn_sandberg.py", "tests/test_mtcnn_detect.py")),
+           DETECTOR_TESTS),
     Mutant("nms-onet-union", "detector: O-Net NMS 'Min' -> 'Union'",
            "models/detect.py",
            (('keep = batched_nms(boxes, score, img, NMS_ONET, mode=NMS_ONET_MODE)',
              'keep = batched_nms(boxes, score, img, NMS_ONET, mode="union")'),),
-           ("tests/test_mtcnn_cascade_params.py", "tests/test_mtcnn_sandberg.py", "tests/test_mtcnn_detect.py")),
+           DETECTOR_TESTS),
     Mutant("score-threshold", "detector: default R-Net score threshold 0.7 -> 0.6",
            "models/mtcnn.py",
            (("thresholds: Sequence[float] = (0.6, 0.7, 0.7),", "thresholds: Sequence[float] = (0.6, 0.6, 0.7),"),),
-           ("tests/test_mtcnn_cascade_params.py", "tests/test_mtcnn_sandberg.py", "tests/test_mtcnn_detect.py")),
+           DETECTOR_TESTS),
     Mutant("fixed-std", "preprocessing: fixed standardization divides by 127.5 instead of 128",
            "models/preprocessing.py",
            (("    return (x - 127.5) / 128.0\n", "    return (x - 127.5) / 127.5\n"),),
