@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     sections = set(a.only or ("inference", "convert", "mtcnn", "embed"))
     from benchmarks import bench_convert, bench_embed, bench_inference, bench_mtcnn
-    from converter.convert import convert
-    from converter.tf_graphs import write_fixture
+    from facenet_tf2pt.converter.convert import convert
+    from facenet_tf2pt.converter.tf_graphs import write_fixture
 
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,7 @@ def _run(prefix_args: list[str], args: list[str]) -> tuple[float, float]:
 def run(report: dict, source: str | None = None, repeats: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if source is None:
-            from converter.tf_graphs import write_fixture
+            from facenet_tf2pt.converter.tf_graphs import write_fixture
             source = str(write_fixture(Path(tmp) / "fx", embedding_size=512, num_classes=17).directory)
         out = str(Path(tmp) / "out.pt")
         variants = {
@@ -44,7 +44,7 @@ def run(report: dict, source: str | None = None, repeats: int = 3) -> dict:
             "TensorFlow reader": (["-c", _MEASURE], ["convert", source, "-o", out, "-q", "--reader", "tf"]),
             # peak RSS is not reported for this one (the blocker runs the CLI directly)
             "TensorFlow and torch blocked": ([str(REPO / "tools" / "without_tf.py"), "--also", "torch",
-                                              "-m", "converter"],
+                                              "-m", "facenet_tf2pt.converter"],
                                    ["convert", source, "-o", out, "-q"]),
         }
         rows = {}

@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from models.data import FaceDataset, make_loader  # noqa: E402
-from models.embed import Embedder  # noqa: E402
-from models.inception_resnet_v1 import InceptionResNetV1  # noqa: E402
+from facenet_tf2pt.models.data.datasets import FaceDataset, make_loader  # noqa: E402
+from facenet_tf2pt.models.data.embed import Embedder  # noqa: E402
+from facenet_tf2pt.models.nets.inception_resnet_v1 import InceptionResNetV1  # noqa: E402
 
 FACE_BOX = (150, 20, 330, 200)
 
@@ -84,7 +84,7 @@ def _time_embed(embedder: Embedder, root: Path, warmup: int = 1) -> tuple[float,
 
 def _cli(*args) -> float:
     exe = REPO / ".venv" / "bin" / "facenet"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "models.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "facenet_tf2pt.models.cli"]
     t = time.perf_counter()
     r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t
@@ -94,8 +94,8 @@ def _cli(*args) -> float:
 
 
 def _mtcnn_in_workers(root: Path, model, batch_size: int, workers: int = 2) -> tuple[float, int]:
-    from models.mtcnn import MTCNN
-    from models.preprocessing import standardize
+    from facenet_tf2pt.models.detection.mtcnn import MTCNN
+    from facenet_tf2pt.models.data.preprocessing import standardize
 
     mtcnn = MTCNN(image_size=160, margin=14, post_process=False, device="cpu")
 
@@ -139,7 +139,7 @@ def run(report: dict, n_crops: int = 128, n_photos: int = 16, batch_size: int = 
         report["embed_crops_cli_images_per_s"] = round(n_crops / wall, 2)
 
         try:
-            from models.mtcnn import MTCNN  # noqa: F401
+            from facenet_tf2pt.models.detection.mtcnn import MTCNN  # noqa: F401
         except ImportError as e:
             report["embed_detect"] = f"skipped: {e}"
             return report

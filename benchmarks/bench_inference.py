@@ -37,9 +37,9 @@ from torch.nn import functional as F
 if __package__ in (None, ""):  # `python benchmarks/bench_inference.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import InceptionResNetV1  # noqa: E402
-from models.cpu_caps import current  # noqa: E402
-from models.fused import fuse_inception  # noqa: E402
+from facenet_tf2pt.models import InceptionResNetV1  # noqa: E402
+from facenet_tf2pt.models.engines.cpu_caps import current  # noqa: E402
+from facenet_tf2pt.models.engines.fused import fuse_inception  # noqa: E402
 
 TF_GFLOPS_NOTE = 215.0  # GFLOP/s the TF frozen graph reached on the 2-core reference machine (issue 6)
 

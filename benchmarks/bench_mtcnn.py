@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.mtcnn import MTCNN  # noqa: E402
+from facenet_tf2pt.models.detection.mtcnn import MTCNN  # noqa: E402
 
 SIZES = (250, 2000)
 BATCHES = (1, 8)
@@ -86,8 +86,8 @@ def _vs_sandberg(mtcnn, min_seconds: float) -> dict:
     """Our detect_faces vs Sandberg's detect_face on the same uint8 photos, one process."""
     import tempfile
 
-    from converter import sandberg_mtcnn as sm
-    from models.detect import detect_faces
+    from facenet_tf2pt.converter import sandberg_mtcnn as sm
+    from facenet_tf2pt.models.detection.detect import detect_faces
 
     try:
         with tempfile.TemporaryDirectory(prefix="sandberg-align-") as tmp:  # his weights load at creation

@@ -23,8 +23,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_inference import random_model  # noqa: E402
-from models.cpu_caps import current  # noqa: E402
-from models.fused import fuse_inception  # noqa: E402
+from facenet_tf2pt.models.engines.cpu_caps import current  # noqa: E402
+from facenet_tf2pt.models.engines.fused import fuse_inception  # noqa: E402
 
 
 def measure(batches=(1, 32), rounds: int = 5, round_s: float = 0.5, image_size: int = 160) -> dict:

@@ -1,2 +1,2 @@
 """TF -> PyTorch conversion of Sandberg's FaceNet models. TensorFlow is imported lazily."""
-__version__ = "0.1.0"
+from .. import __version__  # noqa: F401 (the package version, recorded in the files written)

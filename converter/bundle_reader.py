@@ -35,9 +35,9 @@ from typing import Iterable
 
 import numpy as np
 
-from converter.errors import ConversionError
-from models.paths import PathError, open_regular
-from converter.leveldb_table import TableFormatError, crc32c, read_table, read_varint, unmask_crc
+from .errors import ConversionError
+from ..models.common.paths import PathError, open_regular
+from .leveldb_table import TableFormatError, crc32c, read_table, read_varint, unmask_crc
 
 __all__ = ["list_variables", "read_checkpoint", "BundleReader", "VariableInfo"]
 

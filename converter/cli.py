@@ -7,8 +7,8 @@ import argparse
 import sys
 import time
 
-from models.options import finite, in_range, run_guarded
-from models.paths import PathError, check_run_paths
+from ..models.cli.options import finite, in_range, run_guarded
+from ..models.common.paths import PathError, check_run_paths
 
 from .errors import ConversionError, ParityError
 
@@ -91,7 +91,7 @@ def add_images_arguments(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.version import project_version
+    from ..models.common.version import project_version
 
     p = argparse.ArgumentParser(prog="facenet-convert", description=" ".join(__doc__.split()))
     p.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from models.options import finite, in_range, run_guarded
+from ..models.cli.options import finite, in_range, run_guarded
 
 from .errors import ConversionError, ParityError
 
@@ -30,7 +30,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from models.paths import check_run_paths
+    from ..models.common.paths import check_run_paths
 
     from .mtcnn_convert import DEFAULT_SOURCE_DIR, check, verify_mtcnn
     from .npy_source import SOURCE_FILES
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_subcommands(sub)
     args = parser.parse_args(argv)
-    from models.paths import PathError
+    from ..models.common.paths import PathError
 
     return run_guarded(lambda: args.func(args), prefix="error", bad_input=(ConversionError, PathError),
                        parity=ParityError)

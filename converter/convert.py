@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from models.paths import check_run_paths
+from ..models.common.paths import check_run_paths
 
 from .errors import ConversionError
 from .known_hashes import check_files, known_sha256

@@ -41,9 +41,9 @@ def face_batch(folder, standardization: str, *, image_size: int = 160, margin: i
     photos detected as one batch); photos without a face are skipped and named."""
     import torch
 
-    from models.data import ImageLoadError, is_image_file, load_image
-    from models.embed import Detector
-    from models.preprocessing import standardize
+    from ..models.data.datasets import ImageLoadError, is_image_file, load_image
+    from ..models.data.embed import Detector
+    from ..models.data.preprocessing import standardize
 
     folder = Path(folder)
     if not folder.is_dir():

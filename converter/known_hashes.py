@@ -27,7 +27,7 @@ class HashCheck:
 @functools.lru_cache(maxsize=1)
 def known_sha256() -> dict[str, tuple[str, str]]:
     """{file name: (sha256, model name)} over every registry entry."""
-    from models.registry import default_registry
+    from ..models.hub.registry import default_registry
 
     known: dict[str, tuple[str, str]] = {}
     for entry in default_registry():

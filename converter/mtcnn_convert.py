@@ -17,9 +17,9 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from models.paths import check_run_paths
-from models.mtcnn_nets import NETS
-from models.mtcnn import default_weights_dir, load_net
+from ..models.common.paths import check_run_paths
+from ..models.detection.mtcnn_nets import NETS
+from ..models.detection.mtcnn import default_weights_dir, load_net
 
 from .errors import ConversionError, ParityError
 from .mtcnn_mapping import TRANSFORMS, rows_for

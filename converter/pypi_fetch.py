@@ -84,7 +84,7 @@ def fetch_pinned(pin: PinnedFile, *, dest_dir: Path | None = None, timeout: floa
                  progress: bool = True) -> Path:
     """The path of `pin`'s file in the cache, downloaded first when absent or wrong. Raises
     IndexUnreachable without network, ConversionError when the index or the bytes disagree."""
-    from models.pretrained import ChecksumError, download_file
+    from ..models.hub.pretrained import ChecksumError, download_file
 
     dest = (dest_dir or cache_dir()) / pin.filename
     if dest.is_file() and sha256_file(dest) == pin.sha256:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from models.options import in_range
-from models.paths import check_run_paths, require_regular
+from ..models.cli.options import in_range
+from ..models.common.paths import check_run_paths, require_regular
 
 from .errors import ConversionError
 from .writer import atomic_output

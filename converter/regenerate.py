@@ -68,7 +68,7 @@ class CheckResult:
 
 
 def _load_registry(registry_path=None):
-    from models.registry import Registry, registry_path as default_path
+    from ..models.hub.registry import Registry, registry_path as default_path
 
     path = Path(registry_path) if registry_path else default_path()
     return Registry.load(path), path
@@ -105,7 +105,7 @@ def machine_info() -> dict:
     import numpy
     import torch
 
-    from models.cpu_caps import detect
+    from ..models.engines.cpu_caps import detect
 
     caps = detect()
     return {"cpu": caps.cpu_model, "machine": caps.machine, "isa_class": caps.isa_class, "flags": list(caps.flags),
@@ -328,7 +328,7 @@ def regenerate(out_root=CHECKPOINTS, src_root=None, *, registry_path=None, fixtu
 def update_registry(manifest: dict, registry_path=None) -> bool:
     """Record each converted output's file name, sha256 and size in the registry JSON; True when
     the file changed. The result must pass the registry's schema check."""
-    from models.registry import Registry, registry_path as default_path
+    from ..models.hub.registry import Registry, registry_path as default_path
     from .report import load_json
 
     path = Path(registry_path) if registry_path else default_path()

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.options import in_range
-from models.paths import PathError, read_capped
+from ..models.cli.options import in_range
+from ..models.common.paths import PathError, read_capped
 
 from .errors import ConversionError
 from .writer import atomic_write_bytes, json_bytes, sha256_file
@@ -405,7 +405,7 @@ def report_inputs(inputs, *, weights=None, conversion=None, out_dir=None, html_t
 def _check_report_paths(inputs, *, weights, conversion, out_dir, html_too, png, step) -> None:
     """The output rule for `report`, before any work: the files each input renders to must not be
     any file read (inputs, weights, conversion reports) nor each other."""
-    from models.paths import check_run_paths
+    from ..models.common.paths import check_run_paths
 
     read, written = [weights, conversion], []
     for item in inputs:

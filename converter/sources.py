@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.paths import open_regular, require_regular
+from ..models.common.paths import open_regular, require_regular
 
 from .errors import ConversionError
 from .h5_source import H5_SUFFIXES

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from models.inception_resnet_v1 import InceptionResNetV1, ModelLoadError
-from models.inception_resnet_v1 import model_from_state_dict as build_model
-from models.serialization import load_state_dict_file
+from ..models.hub.builder import ModelLoadError
+from ..models.hub.builder import model_from_state_dict as build_model
+from ..models.nets.inception_resnet_v1 import InceptionResNetV1
+from ..models.hub.serialization import load_state_dict_file
 
 from .errors import ConversionError
 
@@ -94,7 +95,7 @@ class ParityReport:
         return "\n".join(lines)
 
     def write(self, path) -> None:
-        from models.paths import check_output
+        from ..models.common.paths import check_output
 
         from .writer import atomic_write_bytes
 

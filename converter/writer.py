@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from models.atomic_io import (atomic_output, atomic_write_bytes, atomic_write_files,  # noqa: F401
+from ..models.common.atomic_io import (atomic_output, atomic_write_bytes, atomic_write_files,  # noqa: F401
                               sha256_bytes, sha256_file)  # (re-exported for the converter)
 
 from .torch_zip import torch_save_bytes

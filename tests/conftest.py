@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 @pytest.fixture(scope="session")
 def fixture512(tmp_path_factory):
     """512-d model with 17-class Logits (like the 2018 models, fewer classes)."""
-    from converter.tf_graphs import write_fixture
+    from facenet_tf2pt.converter.tf_graphs import write_fixture
 
     return write_fixture(tmp_path_factory.mktemp("fx512"), embedding_size=512, num_classes=17, seed=0)
 
@@ -36,21 +36,21 @@ def fixture512(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fixture128(tmp_path_factory):
     """128-d model without Logits (like a 2017 frozen release)."""
-    from converter.tf_graphs import write_fixture
+    from facenet_tf2pt.converter.tf_graphs import write_fixture
 
     return write_fixture(tmp_path_factory.mktemp("fx128"), embedding_size=128, num_classes=None, seed=1)
 
 
 @pytest.fixture(scope="session")
 def converted512(fixture512, tmp_path_factory):
-    from converter.convert import convert
+    from facenet_tf2pt.converter.convert import convert
 
     return convert(fixture512.directory, tmp_path_factory.mktemp("out512") / "fx512.pt")
 
 
 @pytest.fixture(scope="session")
 def fixture512_arrays(fixture512):
-    from converter.sources import read_checkpoint_tf
+    from facenet_tf2pt.converter.sources import read_checkpoint_tf
 
     return read_checkpoint_tf(fixture512.checkpoint_prefix)
 
@@ -60,7 +60,7 @@ def fixture512_arrays(fixture512):
 @pytest.fixture(scope="session")
 def fixture128_arrays(fixture128):
     """The 128-d fixture's variables, read once (TensorFlow's reader), for checkpoint variants."""
-    from converter.sources import read_checkpoint_tf
+    from facenet_tf2pt.converter.sources import read_checkpoint_tf
 
     return read_checkpoint_tf(fixture128.checkpoint_prefix)
 
@@ -68,7 +68,7 @@ def fixture128_arrays(fixture128):
 @pytest.fixture(scope="session")
 def mtcnn_npy_dir(tmp_path_factory):
     """A folder with synthetic det1/det2/det3.npy (random weights, real layout): needs no download."""
-    from converter.npy_source import SOURCE_FILES
+    from facenet_tf2pt.converter.npy_source import SOURCE_FILES
 
     root = tmp_path_factory.mktemp("det_npy")
     params = mtcnn_params()
@@ -90,8 +90,8 @@ def astronaut():
 def mtcnn_src():
     """Sandberg's det1/det2/det3.npy, fetched sha256-checked into the cache (never into the checkout).
     Needs the network on the first run; without it the tests that use it skip, saying why."""
-    from converter.errors import ConversionError
-    from converter.mtcnn_fetch import fetch_mtcnn_sources
+    from facenet_tf2pt.converter.errors import ConversionError
+    from facenet_tf2pt.converter.mtcnn_fetch import fetch_mtcnn_sources
 
     try:
         report = fetch_mtcnn_sources(cache_dir("mtcnn-sandberg"), timeout=5.0)
@@ -110,7 +110,7 @@ def facenet_pytorch_weights(tmp_path_factory):
     outside the checkout); the wheel is opened as a zip, never installed or imported."""
     import zipfile
 
-    from converter.writer import sha256_file
+    from facenet_tf2pt.converter.writer import sha256_file
 
     spec, name, digest = FACENET_PYTORCH_WHEEL
     wheel = cache_dir("wheels") / name

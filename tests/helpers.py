@@ -26,7 +26,7 @@ def same_torch_as_pinned() -> tuple[bool, str]:
     differently without anything being wrong with the files (they still load: tested apart)."""
     from importlib.metadata import version
 
-    from converter.torch_zip import CHECKED_WITH_TORCH
+    from facenet_tf2pt.converter.torch_zip import CHECKED_WITH_TORCH
 
     installed = version("torch").split("+")[0]
     return installed == CHECKED_WITH_TORCH, (
@@ -43,7 +43,7 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def run_cli(*args, module="converter", env=None, timeout=600, without=()):
+def run_cli(*args, module="facenet_tf2pt.converter", env=None, timeout=600, without=()):
     """Run `python -m MODULE ARGS` in a fresh process from the repository root, as a user would;
     returns the CompletedProcess (text). `without=("tensorflow",)` runs it through
     tools/without_tf.py so that importing those packages fails (tensorflow is always blocked
@@ -85,7 +85,7 @@ def mtcnn_params(seed: int = 0) -> dict:
     """Random det1/det2/det3 contents with the real layer names and shapes: net -> layer -> param -> array."""
     import numpy as np
 
-    from converter.mtcnn_mapping import MTCNN_TABLE
+    from facenet_tf2pt.converter.mtcnn_mapping import MTCNN_TABLE
 
     rng = np.random.default_rng(seed)
     params: dict = {}
@@ -140,7 +140,7 @@ def random_model(embedding_size: int, num_classes: int | None, seed: int):
     folding is really exercised (TF-slim BN has gamma=1; fold it generally anyway)."""
     import torch
 
-    from models import InceptionResNetV1
+    from facenet_tf2pt.models import InceptionResNetV1
 
     torch.manual_seed(seed)
     model = InceptionResNetV1(embedding_size=embedding_size, num_classes=num_classes)

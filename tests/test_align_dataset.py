@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from converter import sandberg_mtcnn as sm
+from facenet_tf2pt.converter import sandberg_mtcnn as sm
 from conftest import run_cli, tree_snapshot
 
 pytest.importorskip("tensorflow", reason="Sandberg's detector runs under TensorFlow (the tf extra)")
@@ -98,7 +98,7 @@ def test_align_equals_sandbergs_script(options, dataset_dir, sandberg, tmp_path)
     args = ["align", dataset_dir, out] + (["--detect-multiple-faces"] if multiple else [])
     if (image_size, margin) != (182, 44):
         args += ["--image-size", image_size, "--margin", margin]
-    r = run_cli(*args, module="models.cli")
+    r = run_cli(*args, module="facenet_tf2pt.models.cli")
     assert r.returncode == 0, r.stderr
     expected, lines = sandberg_align(sandberg, str(dataset_dir), out, image_size, margin, multiple)
     assert len(expected) >= (7 if multiple else 5)
@@ -116,18 +116,18 @@ def test_align_equals_sandbergs_script(options, dataset_dir, sandberg, tmp_path)
 
 def test_align_resumes_and_refuses_its_input(dataset_dir, tmp_path):
     out = tmp_path / "aligned"
-    assert run_cli("align", dataset_dir, out, module="models.cli").returncode == 0
+    assert run_cli("align", dataset_dir, out, module="facenet_tf2pt.models.cli").returncode == 0
     before = {k: v for k, v in tree_snapshot(out).items() if not k.startswith("bounding_boxes_")}
-    r = run_cli("align", dataset_dir, out, module="models.cli")
+    r = run_cli("align", dataset_dir, out, module="facenet_tf2pt.models.cli")
     assert r.returncode == 0 and "already aligned: 5" in r.stdout, r.stdout
     assert {k: v for k, v in tree_snapshot(out).items() if not k.startswith("bounding_boxes_")} == before
     # the output rule: an output folder that is, holds or lies inside the input is refused, nothing written
     snapshot, around = tree_snapshot(dataset_dir), sorted(os.listdir(dataset_dir.parent))
     for bad_out in (dataset_dir, dataset_dir / "alice" / "out", dataset_dir.parent):
-        r = run_cli("align", dataset_dir, bad_out, module="models.cli")
+        r = run_cli("align", dataset_dir, bad_out, module="facenet_tf2pt.models.cli")
         assert r.returncode == 2 and "overlaps input folder" in r.stderr, r.stderr
     assert tree_snapshot(dataset_dir) == snapshot and sorted(os.listdir(dataset_dir.parent)) == around
-    r = run_cli("align", tmp_path / "missing", out, module="models.cli")
+    r = run_cli("align", tmp_path / "missing", out, module="facenet_tf2pt.models.cli")
     assert r.returncode == 2 and "no such directory" in r.stderr
 
 
@@ -138,7 +138,7 @@ def test_align_skips_a_fifo_named_like_an_image(tmp_path):
     (tmp_path / "in" / "carol").mkdir(parents=True)
     Image.fromarray(photos["astronaut"]).save(tmp_path / "in" / "carol" / "a.png")
     os.mkfifo(tmp_path / "in" / "carol" / "b.jpg")
-    r = run_cli("align", tmp_path / "in", tmp_path / "out", module="models.cli", timeout=120)
+    r = run_cli("align", tmp_path / "in", tmp_path / "out", module="facenet_tf2pt.models.cli", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "b.jpg" in r.stdout + r.stderr and "FIFO" in r.stdout + r.stderr
     assert sorted(p.name for p in (tmp_path / "out" / "carol").iterdir()) == ["a.png"]

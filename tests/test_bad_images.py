@@ -24,8 +24,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.data import MAX_PIXELS, FaceDataset, ImageLoadError, load_image, make_loader
-from models.mtcnn import MTCNN
+from facenet_tf2pt.models.data.datasets import MAX_PIXELS, FaceDataset, ImageLoadError, load_image, make_loader
+from facenet_tf2pt.models.detection.mtcnn import MTCNN
 from tests.helpers import REPO, linux_only
 
 HUGE = 10_000
@@ -185,7 +185,7 @@ def peak_mb():                      # this process image's high-water mark (VmHW
 what, arg = sys.argv[1], sys.argv[2]
 import torch
 if what == "dataset":
-    from models.data import FaceDataset
+    from facenet_tf2pt.models.data.datasets import FaceDataset
     ds = FaceDataset([arg])
     before = rss_mb()
     with warnings.catch_warnings(record=True) as caught:
@@ -195,7 +195,7 @@ if what == "dataset":
     out = {"size": list(im.size), "mode": im.mode, "error": item["error"],
            "warnings": [str(w.message) for w in caught]}
 else:
-    from models.mtcnn import MTCNN
+    from facenet_tf2pt.models.detection.mtcnn import MTCNN
     mtcnn = MTCNN()
     side = int(arg)
     frame = np.full((side, side, 3), 128, np.uint8)
@@ -242,8 +242,8 @@ def test_mtcnn_memory_on_the_largest_frame_it_accepts():
 
 def test_pnet_strips_equal_the_unsplit_net(monkeypatch):
     """The strip-wise P-Net (large levels) gives the same maps as one call on the whole level."""
-    from models import detect
-    from models.mtcnn import load_net
+    from facenet_tf2pt.models.detection import detect
+    from facenet_tf2pt.models.detection.mtcnn import load_net
 
     pnet = load_net("pnet")
     torch.manual_seed(0)

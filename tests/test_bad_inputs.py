@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import torch
 
-from converter import cli
-from converter.npy_source import SOURCE_FILES
+from facenet_tf2pt.converter import cli
+from facenet_tf2pt.converter.npy_source import SOURCE_FILES
 from tests.helpers import mtcnn_params, run_cli, tree_snapshot, write_det_npy
 
 V1 = "InceptionResnetV1"
@@ -107,7 +107,7 @@ class BadSources:
 
     def variant(self, tag: str, edit) -> Path:
         """The fixture's variables with `edit(arrays)` applied, saved by TensorFlow's SaveV2."""
-        from converter.tf_graphs import save_checkpoint
+        from facenet_tf2pt.converter.tf_graphs import save_checkpoint
 
         prefix = self.root / tag / "model-variant.ckpt-5"
         if not Path(f"{prefix}.index").exists():
@@ -119,13 +119,13 @@ class BadSources:
     # -- frozen graphs ----------------------------------------------------------------------
     def graph_def(self):
         if self._graph_def is None:
-            from converter.sources import load_graph_def
+            from facenet_tf2pt.converter.sources import load_graph_def
 
             self._graph_def = load_graph_def(self.fixture.frozen_graph)
         return self._graph_def
 
     def pb_variant(self, tag: str, edit) -> Path:
-        from converter.tf_graphs import import_tf
+        from facenet_tf2pt.converter.tf_graphs import import_tf
 
         tf = import_tf()
         path = self.root / "pb" / f"{tag}.pb"
@@ -179,7 +179,7 @@ def _v2_arrays() -> dict[str, np.ndarray]:
 
 def _v2_frozen_graph(s: BadSources) -> Path:
     """A real frozen TF1 graph (RefVariables with '/read' identities) whose variables are V2's."""
-    from converter.tf_graphs import import_tf
+    from facenet_tf2pt.converter.tf_graphs import import_tf
 
     tf = import_tf()
     v1 = tf.compat.v1
@@ -199,7 +199,7 @@ def _v2_frozen_graph(s: BadSources) -> Path:
 
 
 def _no_variables_graph(s: BadSources) -> Path:
-    from converter.tf_graphs import import_tf
+    from facenet_tf2pt.converter.tf_graphs import import_tf
 
     tf = import_tf()
     g = tf.Graph()
@@ -221,7 +221,7 @@ def _two_checkpoints(s: BadSources) -> Path:
     d = s.root / "two-steps"
     if not d.exists():
         s.linked_checkpoint("two-steps", "model-fx.ckpt-1000")
-        from converter.tf_graphs import save_checkpoint
+        from facenet_tf2pt.converter.tf_graphs import save_checkpoint
 
         arrays = dict(s.arrays)
         arrays[INF_VAR] = arrays[INF_VAR] + 1.0
@@ -303,7 +303,7 @@ def _same_step_twice(s):
 
 def _variant_cases() -> dict[str, Callable[[BadSources], Case]]:
     def v2(s):
-        from converter.tf_graphs import save_checkpoint
+        from facenet_tf2pt.converter.tf_graphs import save_checkpoint
 
         prefix = s.root / "v2" / "model-v2.ckpt-9"
         if not Path(f"{prefix}.index").exists():

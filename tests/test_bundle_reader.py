@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converter.bundle_reader import BundleReader, list_variables, read_checkpoint
-from converter.errors import ConversionError
-from converter.leveldb_table import (
+from facenet_tf2pt.converter.bundle_reader import BundleReader, list_variables, read_checkpoint
+from facenet_tf2pt.converter.errors import ConversionError
+from facenet_tf2pt.converter.leveldb_table import (
     FOOTER_SIZE,
     TABLE_MAGIC,
     TableFormatError,
@@ -190,7 +190,7 @@ def write_bundle(prefix, tensors: dict, num_shards=1, big_endian=False, ctype=0,
 
 def rewrite_index(prefix, edit) -> None:
     """Replace the index of `prefix` by one whose (key, value) list is edit(list)."""
-    from converter.leveldb_table import read_table
+    from facenet_tf2pt.converter.leveldb_table import read_table
     with open(f"{prefix}.index", "rb") as f:
         pairs = read_table(f.read())
     with open(f"{prefix}.index", "wb") as f:

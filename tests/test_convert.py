@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from converter.convert import convert
-from converter.errors import ConversionError
-from converter.tf_graphs import save_checkpoint
-from converter.writer import sha256_file
-from models import InceptionResNetV1
-from models.serialization import load_state_dict_file
+from facenet_tf2pt.converter.convert import convert
+from facenet_tf2pt.converter.errors import ConversionError
+from facenet_tf2pt.converter.tf_graphs import save_checkpoint
+from facenet_tf2pt.converter.writer import sha256_file
+from facenet_tf2pt.models import InceptionResNetV1
+from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 from tests.helpers import run_cli, same_torch_as_pinned
 
 
@@ -67,7 +67,7 @@ def test_safetensors_and_pt_give_identical_outputs(fixture512, converted512, tmp
     st = convert(fixture512.directory, tmp_path / "fx512.safetensors")
     a, b = load_state_dict_file(converted512.output), load_state_dict_file(st.output)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    from converter.verify import model_from_state_dict
+    from facenet_tf2pt.converter.verify import model_from_state_dict
     x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         assert torch.equal(model_from_state_dict(a)(x), model_from_state_dict(b)(x))
@@ -102,7 +102,7 @@ def test_128d_model_without_logits(fixture128, tmp_path):
 
 def _variant(fixture, tmp_path, edit):
     """A copy of the fixture checkpoint with `edit(arrays)` applied, written by TF's SaveV2."""
-    from converter.sources import read_checkpoint_tf
+    from facenet_tf2pt.converter.sources import read_checkpoint_tf
     arrays = read_checkpoint_tf(fixture.checkpoint_prefix)
     edit(arrays)
     return save_checkpoint(tmp_path / "variant" / "model-variant.ckpt-1", arrays)
@@ -166,7 +166,7 @@ def test_cli_convert_prints_hash_and_keeps_old_output_on_error(fixture128, tmp_p
 
 
 def test_pure_reader_is_byte_identical_to_tensorflow_on_the_fixture(fixture512, fixture512_arrays):
-    from converter.bundle_reader import read_checkpoint
+    from facenet_tf2pt.converter.bundle_reader import read_checkpoint
     pure = read_checkpoint(fixture512.checkpoint_prefix)
     assert pure.keys() == fixture512_arrays.keys()
     for name, a in fixture512_arrays.items():

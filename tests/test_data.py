@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.data import (NO_FACE, FaceDataset, ImageLoadError, ImageTooLargeError, collate_faces, crops_transform,
+from facenet_tf2pt.models.data.datasets import (NO_FACE, FaceDataset, ImageLoadError, ImageTooLargeError, collate_faces, crops_transform,
                          load_image, make_loader, scan_tree)
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)

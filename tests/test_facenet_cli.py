@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from models.cli import DEFAULT_THRESHOLD, main
-from models.embed import Embedder, load_embeddings, load_model
-from models.inception_resnet_v1 import InceptionResNetV1
-from models.preprocessing import fixed_image_standardization, prewhiten, resize, to_tensor
+from facenet_tf2pt.models.cli.facenet import DEFAULT_THRESHOLD, main
+from facenet_tf2pt.models.data.embed import Embedder, load_embeddings, load_model
+from facenet_tf2pt.models.nets.inception_resnet_v1 import InceptionResNetV1
+from facenet_tf2pt.models.data.preprocessing import fixed_image_standardization, prewhiten, resize, to_tensor
 from tests import helpers
 
 FACE_BOX = (150, 20, 330, 200)      # Eileen Collins' face in skimage.data.astronaut()
@@ -21,7 +21,7 @@ FACE_BOX = (150, 20, 330, 200)      # Eileen Collins' face in skimage.data.astro
 
 def run_cli(*args, timeout=240):
     """Run the `facenet` console script (`python -m models.cli`) in a fresh process."""
-    return helpers.run_cli(*args, module="models.cli", timeout=timeout)
+    return helpers.run_cli(*args, module="facenet_tf2pt.models.cli", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,8 @@ def test_engines_agree_and_are_recorded(model, crops, weights, tmp_path):
 def test_embed_verbose_prints_and_stores_the_engine_decision(crops, weights, tmp_path):
     """`facenet embed --verbose` says which engine runs and why; the .npz meta holds the same
     decision. On a CPU class without measured rules (forced here) the default is ATen's convs."""
-    from models import cpu_caps
-    from models.engine_rules import choose_engine
+    from facenet_tf2pt.models.engines import cpu_caps
+    from facenet_tf2pt.models.engines.engine_rules import choose_engine
 
     caps = cpu_caps.detect()
     res = run_cli("embed", crops, "-o", tmp_path / "auto.npz", "--weights", weights, "--batch-size", "64",
@@ -200,7 +200,7 @@ def test_standardization_follows_the_registry_entry(model, weights, monkeypatch,
     """--pretrained takes the entry's preprocessing; a bare weights file defaults to 'fixed'."""
     from types import SimpleNamespace
 
-    import models.pretrained as registry
+    import facenet_tf2pt.models.hub.pretrained as registry
 
     entry = SimpleNamespace(name="20170512-110547", preprocessing="prewhiten", embedding_size=512, num_classes=None)
     monkeypatch.setattr(registry, "resolve_inception_weights", lambda name: (entry, model.state_dict()))
@@ -225,7 +225,7 @@ def test_pretrained_name_from_the_real_registry(crops, capsys, converted512, tmp
     """`--pretrained` through the project's registry. The CI fixture's converted file is not
     committed (94 MB): the session's conversion of the same seeded fixture stands in, under
     $FACENET_HOME with the registry's file name, and must match its sha256 prefix to load."""
-    from models.registry import default_registry
+    from facenet_tf2pt.models.hub.registry import default_registry
     entry = default_registry().get("ci-fixture")
     home = tmp_path / "home"
     home.mkdir()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from converter import cli
+from facenet_tf2pt.converter import cli
 from tests.helpers import REPO, linux_only, run_cli, tree_snapshot
 
 LINUX_HOOKS = linux_only("the kill hooks read /proc/self/fd and rely on SIGKILL")
@@ -46,7 +46,7 @@ def hook(name):
     return call
 
 os.fsync, os.replace = hook("fsync"), hook("replace")
-from converter.cli import main
+from facenet_tf2pt.converter.cli import main
 sys.exit(main(sys.argv[4:]))
 """
 
@@ -160,7 +160,7 @@ def test_file_size_limit_is_a_clean_failure(fixture128, tmp_path):
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
-    r = subprocess.run([sys.executable, "-m", "converter", "convert", str(fixture128.directory),
+    r = subprocess.run([sys.executable, "-m", "facenet_tf2pt.converter", "convert", str(fixture128.directory),
                         "-o", str(out_dir / "model.pt"), "-q"],
                        cwd=REPO, capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert r.returncode == 2, r.stderr

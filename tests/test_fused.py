@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models import cpu_caps
-from models.engine_rules import GRAPH_MAX_BATCH, choose_engine
-from models.fused import FusedInceptionResNetV1, fuse_inception
+from facenet_tf2pt.models.engines import cpu_caps
+from facenet_tf2pt.models.engines.engine_rules import GRAPH_MAX_BATCH, choose_engine
+from facenet_tf2pt.models.engines.fused import FusedInceptionResNetV1, fuse_inception
 from tests.helpers import FP32_TOL, assert_model_unchanged, model_snapshot, random_model
 
 BF16_MIN_COS = 0.9999

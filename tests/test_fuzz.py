@@ -22,12 +22,12 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from converter.errors import ConversionError
-from converter.loader import arrays_to_state_dict
-from converter.mapping import TF_SHAPE_FOR, TRANSFORMS, expected_shapes, inception_resnet_v1_table
-from models import InceptionResNetV1
-from models.detect import batched_nms
-from models.preprocessing import fixed_image_standardization, prewhiten, unfixed
+from facenet_tf2pt.converter.errors import ConversionError
+from facenet_tf2pt.converter.loader import arrays_to_state_dict
+from facenet_tf2pt.converter.mapping import TF_SHAPE_FOR, TRANSFORMS, expected_shapes, inception_resnet_v1_table
+from facenet_tf2pt.models import InceptionResNetV1
+from facenet_tf2pt.models.detection.detect import batched_nms
+from facenet_tf2pt.models.data.preprocessing import fixed_image_standardization, prewhiten, unfixed
 from tests.helpers import greedy_nms
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,7 +266,7 @@ def det1_bytes(mtcnn_npy_dir):
 @FAST
 @given(data=st.data())
 def test_det_npy_reader_refuses_mutations_cleanly(det1_bytes, tmp_path_factory, data):
-    from converter.npy_source import read_det_npy
+    from facenet_tf2pt.converter.npy_source import read_det_npy
 
     b = bytearray(det1_bytes)
     kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))

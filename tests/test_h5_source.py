@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import pytest
 
-from converter import cli
-from models.serialization import load_state_dict_file
+from facenet_tf2pt.converter import cli
+from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 from tests.conftest import run_cli, tree_snapshot
 
 V1 = "InceptionResnetV1/"
@@ -144,7 +144,7 @@ def test_512d_with_logits_h5(fixture512, fixture512_arrays, converted512, tmp_pa
     ("Bottleneck_BatchNorm/Bottleneck_BatchNorm/moving_mean:0", "last_bn.running_mean"),
 ])
 def test_known_keras_names(keras, pt_key):
-    from converter.mapping import KERAS_NAMES, inception_resnet_v1_table
+    from facenet_tf2pt.converter.mapping import KERAS_NAMES, inception_resnet_v1_table
 
     rows = {r.tf_name: r.pt_key for r in inception_resnet_v1_table(False, KERAS_NAMES)}
     assert rows[keras] == pt_key
@@ -268,7 +268,7 @@ def test_lambda_bytecode_is_never_run(fixture128_arrays, fx128_converted, tmp_pa
 
 def test_verify_an_h5_source(fx128_h5, tmp_path):
     """The TF side of an h5 source is our TF graph with the h5 weights put in; the report says why."""
-    from converter.verify import verify
+    from facenet_tf2pt.converter.verify import verify
 
     out = tmp_path / "v.pt"
     assert cli.main(["convert", str(fx128_h5), "-o", str(out), "-q"]) == 0
@@ -280,8 +280,8 @@ def test_verify_an_h5_source(fx128_h5, tmp_path):
 
 def test_checkpoint_written_from_the_h5_converts_to_the_same_tensors(fx128_h5, tmp_path):
     """h5 -> TF names (row-aligned schemes) -> a TF checkpoint written by TensorFlow: both convert alike."""
-    from converter.h5_source import read_keras_h5, to_tf_names
-    from converter.tf_graphs import save_checkpoint
+    from facenet_tf2pt.converter.h5_source import read_keras_h5, to_tf_names
+    from facenet_tf2pt.converter.tf_graphs import save_checkpoint
 
     arrays = to_tf_names(read_keras_h5(fx128_h5).arrays, str(fx128_h5))
     prefix = save_checkpoint(tmp_path / "ckpt" / "model-x.ckpt-1", arrays)
@@ -298,7 +298,7 @@ def test_h5_converts_without_tensorflow_or_torch(fx128_h5, fx128_converted, tmp_
     from tests.conftest import REPO
 
     out = tmp_path / "plain.pt"
-    proc = subprocess.run([sys.executable, "tools/without_tf.py", "--also", "torch", "-m", "converter", "convert",
+    proc = subprocess.run([sys.executable, "tools/without_tf.py", "--also", "torch", "-m", "facenet_tf2pt.converter", "convert",
                            str(fx128_h5), "-o", str(out), "-q"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     _assert_same_tensors(load_state_dict_file(out), fx128_converted)
@@ -308,7 +308,7 @@ def test_h5_converts_without_tensorflow_or_torch(fx128_h5, fx128_converted, tmp_
 def test_keras_scheme_is_row_aligned_with_the_tf_scheme(with_logits):
     """Row i names the same tensor in both schemes (h5_source.to_tf_names relies on it), and every
     Keras name is what the independent spelling above gives for the TF name."""
-    from converter.mapping import KERAS_NAMES, TF_NAMES, inception_resnet_v1_table
+    from facenet_tf2pt.converter.mapping import KERAS_NAMES, TF_NAMES, inception_resnet_v1_table
 
     tf_rows = inception_resnet_v1_table(with_logits, TF_NAMES)
     keras_rows = inception_resnet_v1_table(with_logits, KERAS_NAMES)

@@ -45,7 +45,7 @@ _MEASURED = ("import resource, subprocess, sys\n"
              "print(f'@@ rc={rc} maxrss_kb={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\n")
 
 
-def measured(*args, module="models.cli", cwd=REPO):
+def measured(*args, module="facenet_tf2pt.models.cli", cwd=REPO):
     """Run `python -m module args` in a child: (returncode, stdout, stderr, peak RSS in KiB)."""
     res = subprocess.run([sys.executable, "-c", _MEASURED, str(CASE_TIMEOUT), sys.executable, "-m", module,
                           *map(str, args)], capture_output=True, text=True, timeout=CASE_TIMEOUT + 60,
@@ -80,14 +80,14 @@ def in_process(main, argv) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def weights128(fixture128, tmp_path_factory):
     """The 128-d fixture converted (pure-Python reader: no TensorFlow in this process)."""
-    from converter.convert import convert
+    from facenet_tf2pt.converter.convert import convert
 
     return convert(fixture128.directory, tmp_path_factory.mktemp("w128") / "fx128.pt").output
 
 
 @pytest.fixture(scope="module")
 def good_sd(weights128):
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     return {k: v.clone() for k, v in load_state_dict_file(weights128).items()}
 
@@ -140,39 +140,39 @@ def _clobber_cases(fx, weights, npy_dir, lfw_dir, pairs, tmp):
     _link("symlink", npy_dir / "det1.npy", mt_out / "pnet.pt")
     devlink = _link("symlink", "/dev/full", tmp / "dev.json") if LINUX else None
     cases = {
-        "convert -o = --report": (["convert", fx.directory, "-o", tmp / "o.pt", "--report", tmp / "o.pt"], "converter"),
+        "convert -o = --report": (["convert", fx.directory, "-o", tmp / "o.pt", "--report", tmp / "o.pt"], "facenet_tf2pt.converter"),
         "convert --report -> .index": (["convert", fx.directory, "-o", tmp / "o.pt", "--report",
-                                        _link("symlink", index, tmp / "idx.json")], "converter"),
+                                        _link("symlink", index, tmp / "idx.json")], "facenet_tf2pt.converter"),
         "convert -o hard link of shard": (["convert", fx.directory, "-o",
                                            _link("hard", Path(f"{fx.checkpoint_prefix}.data-00000-of-00001"),
-                                                 tmp / "shard.pt")], "converter"),
+                                                 tmp / "shard.pt")], "facenet_tf2pt.converter"),
         "verify --report -> weights": (["verify", fx.directory, weights, "--report",
-                                        _link("symlink", weights, tmp / "w.json")], "converter"),
+                                        _link("symlink", weights, tmp / "w.json")], "facenet_tf2pt.converter"),
         "verify --reference --report -> ref": (["verify", "--reference", ref, weights, "--report",
-                                                _link("hard", ref, tmp / "ref.json")], "converter"),
+                                                _link("hard", ref, tmp / "ref.json")], "facenet_tf2pt.converter"),
         "reference -o -> .index": (["reference", fx.directory, "-o", _link("symlink", index, tmp / "i.h5")],
-                                   "converter"),
-        "fixture OUT_DIR is a file": (["fixture", weights], "converter"),
-        "mtcnn pnet.pt -> det1.npy": (["mtcnn", npy_dir, "-o", mt_out], "converter"),
+                                   "facenet_tf2pt.converter"),
+        "fixture OUT_DIR is a file": (["fixture", weights], "facenet_tf2pt.converter"),
+        "mtcnn pnet.pt -> det1.npy": (["mtcnn", npy_dir, "-o", mt_out], "facenet_tf2pt.converter"),
         "verify-mtcnn --json -> det2.npy": (["verify-mtcnn", npy_dir, "--json",
-                                             _link("symlink", npy_dir / "det2.npy", tmp / "d.json")], "converter"),
+                                             _link("symlink", npy_dir / "det2.npy", tmp / "d.json")], "facenet_tf2pt.converter"),
         "report --conversion = output .md": (["report", parity, "--no-png", "--conversion",
-                                              _link("symlink", parity, tmp / "p.md")], "converter"),
+                                              _link("symlink", parity, tmp / "p.md")], "facenet_tf2pt.converter"),
         "embed -o -> weights": (["embed", lfw_dir, "--weights", weights, "-o",
-                                 _link("hard", weights, tmp / "w.npz")], "models.cli"),
+                                 _link("hard", weights, tmp / "w.npz")], "facenet_tf2pt.models.cli"),
         "embed -o -> image": (["embed", lfw_dir, "--weights", weights, "-o",
-                               _link("symlink", image, tmp / "img.npz")], "models.cli"),
+                               _link("symlink", image, tmp / "img.npz")], "facenet_tf2pt.models.cli"),
         "evaluate-lfw --json -> pairs": (["evaluate-lfw", lfw_dir, "--pairs", pairs, "--folds", "2", "--weights",
-                                          weights, "--json", _link("symlink", pairs, tmp / "r.json")], "models.cli"),
+                                          weights, "--json", _link("symlink", pairs, tmp / "r.json")], "facenet_tf2pt.models.cli"),
         "evaluate-lfw --roc -> image": (["evaluate-lfw", lfw_dir, "--pairs", pairs, "--folds", "2", "--weights",
-                                         weights, "--roc", _link("hard", image, tmp / "roc.png")], "models.cli"),
+                                         weights, "--roc", _link("hard", image, tmp / "roc.png")], "facenet_tf2pt.models.cli"),
         "evaluate-lfw --json = --roc": (["evaluate-lfw", lfw_dir, "--pairs", pairs, "--folds", "2", "--weights",
                                          weights, "--json", tmp / "x.json", "--roc",
-                                         _link("symlink", tmp / "x.json", tmp / "x.png")], "models.cli"),
+                                         _link("symlink", tmp / "x.json", tmp / "x.png")], "facenet_tf2pt.models.cli"),
     }
     if devlink:
         cases["convert --report is a device"] = (["convert", fx.directory, "-o", tmp / "o.pt", "--report", devlink],
-                                                 "converter")
+                                                 "facenet_tf2pt.converter")
     return cases
 
 
@@ -180,8 +180,8 @@ def test_naming_an_input_as_an_output_is_refused_with_nothing_changed(fixture128
                                                                      lfw, tmp_path, capsys):
     """Every command that writes: exit 2, a message naming the clash, every file byte-identical.
     (`compare` writes nothing; its inputs are checked by the same call.)"""
-    from converter.cli import main as convert_main
-    from models.cli import main as facenet_main
+    from facenet_tf2pt.converter.cli import main as convert_main
+    from facenet_tf2pt.models.cli.facenet import main as facenet_main
 
     fx_copy = copy_checkpoint(fixture128, tmp_path / "src").parent
     fx = type("F", (), {"directory": fx_copy, "checkpoint_prefix": fx_copy / fixture128.checkpoint_prefix.name})
@@ -199,7 +199,7 @@ def test_naming_an_input_as_an_output_is_refused_with_nothing_changed(fixture128
     failures = []
     for name, (argv, cli) in cases.items():
         before = tree_snapshot(tmp_path)
-        main = convert_main if cli == "converter" else facenet_main
+        main = convert_main if cli == "facenet_tf2pt.converter" else facenet_main
         rc, _ = in_process(main, [str(a) for a in argv])
         after = tree_snapshot(tmp_path)
         err = capsys.readouterr().err
@@ -211,7 +211,7 @@ def test_naming_an_input_as_an_output_is_refused_with_nothing_changed(fixture128
 
 
 def test_the_clash_message_names_both_files(fixture128, tmp_path, capsys):
-    from converter.cli import main
+    from facenet_tf2pt.converter.cli import main
 
     out, report = tmp_path / "o.pt", tmp_path / "r.json"
     index = Path(f"{fixture128.checkpoint_prefix}.index")
@@ -225,7 +225,7 @@ def test_the_clash_message_names_both_files(fixture128, tmp_path, capsys):
 
 
 def test_output_suffix_is_required(fixture128, tmp_path, capsys):
-    from converter.cli import main
+    from facenet_tf2pt.converter.cli import main
 
     assert main(["reference", str(fixture128.directory), "-o", str(tmp_path / "ref.txt")]) == 2
     assert "must end in .h5" in capsys.readouterr().err
@@ -233,7 +233,7 @@ def test_output_suffix_is_required(fixture128, tmp_path, capsys):
 
 def test_guard_for_folder_outputs_refuses_overlap(tmp_path):
     """The call a folder-to-folder command (facenet align IN_DIR OUT_DIR) makes."""
-    from models.paths import PathError, check_run_paths
+    from facenet_tf2pt.models.common.paths import PathError, check_run_paths
 
     (tmp_path / "in" / "sub").mkdir(parents=True)
     for out in (tmp_path / "in", tmp_path / "in" / "sub", tmp_path):
@@ -245,7 +245,7 @@ def test_guard_for_folder_outputs_refuses_overlap(tmp_path):
 # ==================================================================== 2. atomic, unique writes
 
 def test_concurrent_saves_never_mix(tmp_path):
-    from models.embed import EmbedResult, load_embeddings
+    from facenet_tf2pt.models.data.embed import EmbedResult, load_embeddings
 
     target = tmp_path / "e.npz"
     results = [EmbedResult([f"/x/{k}.jpg"] * 3, ["a"] * 3, np.full((3, 8), k, np.float32)) for k in range(6)]
@@ -270,7 +270,7 @@ def test_concurrent_saves_never_mix(tmp_path):
 
 
 def test_a_legal_243_byte_output_name_is_written(fixture128, tmp_path, capsys):
-    from converter.cli import main
+    from facenet_tf2pt.converter.cli import main
 
     out = tmp_path / ("n" * 240 + ".pt")     # the default report adds ".json": 248 bytes
     assert main(["convert", str(fixture128.directory), "-o", str(out), "-q"]) == 0, capsys.readouterr().err
@@ -280,7 +280,7 @@ def test_a_legal_243_byte_output_name_is_written(fixture128, tmp_path, capsys):
 
 def test_full_disk_keeps_previous_lfw_json_and_roc(weights128, lfw, tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib", reason="--roc needs matplotlib")
-    from models.cli import main
+    from facenet_tf2pt.models.cli.facenet import main
 
     lfw_dir, pairs = lfw
     out_json, out_png = tmp_path / "r.json", tmp_path / "roc.png"
@@ -314,7 +314,7 @@ def test_fifo_in_a_model_folder_is_refused_by_name(where, fixture128, tmp_path):
             "pb": "frozen.pb", "meta": Path(fixture128.meta_graph).name}[where]
     (src / name).unlink(missing_ok=True)
     os.mkfifo(src / name)
-    rc, out, err, rss = measured("convert", src, "-o", tmp_path / "o.pt", module="converter")
+    rc, out, err, rss = measured("convert", src, "-o", tmp_path / "o.pt", module="facenet_tf2pt.converter")
     assert_clean_refusal(rc, out, err, rss, name, "FIFO")
 
 
@@ -347,13 +347,13 @@ def test_fifo_det_npy_report_json_and_reference_are_refused(mtcnn_npy_dir, weigh
     os.mkfifo(tmp_path / "ref.h5")
     for args in (["mtcnn", npy, "-o", tmp_path / "out"], ["report", tmp_path / "p.json", "--no-png"],
                  ["verify", "--reference", tmp_path / "ref.h5", weights128]):
-        rc, out, err, rss = measured(*args, module="converter")
+        rc, out, err, rss = measured(*args, module="facenet_tf2pt.converter")
         assert_clean_refusal(rc, out, err, rss, "FIFO")
 
 
 @linux_only
 def test_walk_visits_each_file_once_and_reports_links_and_fifos(tmp_path):
-    from models.data import FaceDataset
+    from facenet_tf2pt.models.data.datasets import FaceDataset
 
     root = tmp_path / "faces"
     _face(root / "ann" / "a.jpg", 1)
@@ -385,12 +385,12 @@ def _deny(monkeypatch, module, name: str, blocked: Path) -> None:
 
 
 def test_unreadable_subfolder_is_listed(tmp_path, monkeypatch):
-    import models.paths
-    from models.data import FaceDataset
+    import facenet_tf2pt.models.common.paths as paths_module
+    from facenet_tf2pt.models.data.datasets import FaceDataset
 
     _face(tmp_path / "ann" / "a.jpg", 1)
     _face(tmp_path / "locked" / "b.jpg", 2)
-    _deny(monkeypatch, models.paths.os, "scandir", tmp_path / "locked")
+    _deny(monkeypatch, paths_module.os, "scandir", tmp_path / "locked")
     (tmp_path / "locked").chmod(0)
     try:
         ds = FaceDataset(tmp_path)
@@ -408,7 +408,7 @@ def test_symlink_loops_under_a_cli_finish(weights128, tmp_path):
     rc, out, err, rss = measured("embed", root, "--weights", weights128, "-o", tmp_path / "e.npz", "-q",
                                  "--engine", "plain")
     assert rc == 0, err
-    from models.embed import load_embeddings
+    from facenet_tf2pt.models.data.embed import load_embeddings
 
     assert len(load_embeddings(tmp_path / "e.npz").paths) == 1
 
@@ -432,8 +432,8 @@ def test_absurd_shape_through_pretrained_and_verify(good_sd, tmp_path):
     sd = dict(good_sd)
     sd["last_linear.weight"] = torch.empty(1_000_000, 0)
     w = _save(sd, tmp_path / "bad.pt")
-    code = ("import sys\nfrom models import InceptionResNetV1\nfrom converter.verify import load_weights, "
-            "model_from_state_dict\nfrom converter.errors import ConversionError\n"
+    code = ("import sys\nfrom facenet_tf2pt.models import InceptionResNetV1\nfrom facenet_tf2pt.converter.verify import load_weights, "
+            "model_from_state_dict\nfrom facenet_tf2pt.converter.errors import ConversionError\n"
             f"try:\n    InceptionResNetV1(pretrained={str(w)!r})\nexcept ValueError as e:\n    print('A', e)\n"
             f"try:\n    model_from_state_dict(load_weights({str(w)!r}))\nexcept ConversionError as e:\n"
             "    print('B', e)\n")
@@ -447,7 +447,7 @@ def test_absurd_shape_through_pretrained_and_verify(good_sd, tmp_path):
 
 def test_compressed_zip_record_is_refused_before_loading(good_sd, tmp_path):
     """A deflated record could inflate to any size: torch.save never writes one."""
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     plain = _save({"w": torch.zeros(1000)}, tmp_path / "plain.pt")
     bomb = tmp_path / "bomb.pt"
@@ -459,7 +459,7 @@ def test_compressed_zip_record_is_refused_before_loading(good_sd, tmp_path):
 
 
 def test_safetensors_header_claiming_a_huge_tensor(tmp_path):
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     header = json.dumps({"last_linear.weight": {"dtype": "F32", "shape": [2 ** 40, 1792],
                                                 "data_offsets": [0, 16]}}).encode()
@@ -489,7 +489,7 @@ def test_oversized_pairs_file_is_refused(weights128, lfw, tmp_path):
 
 def test_reference_file_claiming_a_huge_batch(weights128, tmp_path):
     h5py = pytest.importorskip("h5py", reason="reference files are HDF5")
-    from converter.reference import FORMAT
+    from facenet_tf2pt.converter.reference import FORMAT
 
     ref = tmp_path / "ref.h5"
     with h5py.File(ref, "w") as f:
@@ -497,7 +497,7 @@ def test_reference_file_claiming_a_huge_batch(weights128, tmp_path):
         f.create_dataset("input", shape=(10 ** 6, 160, 160, 3), dtype="f4", chunks=(1, 160, 160, 3))
         f.create_dataset("embeddings", shape=(10 ** 6, 128), dtype="f4", chunks=(1, 128))
     assert ref.stat().st_size < 1 << 20
-    rc, out, err, rss = measured("verify", "--reference", ref, weights128, module="converter")
+    rc, out, err, rss = measured("verify", "--reference", ref, weights128, module="facenet_tf2pt.converter")
     assert_clean_refusal(rc, out, err, rss, "outside the bounds")
 
 
@@ -511,7 +511,7 @@ def test_reference_file_claiming_a_huge_batch(weights128, tmp_path):
     ["embed", "D", "-o", "o.npz", "--batch-size", "0"]])
 def test_bad_facenet_options_exit_2_before_any_work(argv, capsys):
     """Refused by the option's own check (its name in the message), before DIR is even looked at."""
-    from models.cli import main
+    from facenet_tf2pt.models.cli.facenet import main
 
     assert in_process(main, argv)[0] == 2
     option = [a for a in argv if a.startswith("--")][-1]
@@ -524,7 +524,7 @@ def test_bad_facenet_options_exit_2_before_any_work(argv, capsys):
     ["reference", "S", "-o", "r.h5", "--batch", "100000"], ["verify-mtcnn", "--atol", "inf"],
     ["report", "x.json", "--batch", "-1"], ["convert", "S", "-o", "o.pt", "--step", "-1"]])
 def test_bad_convert_options_exit_2_before_any_work(argv, capsys):
-    from converter.cli import main
+    from facenet_tf2pt.converter.cli import main
 
     assert in_process(main, argv)[0] == 2
     option = [a for a in argv if a.startswith("--")][-1]
@@ -533,7 +533,7 @@ def test_bad_convert_options_exit_2_before_any_work(argv, capsys):
 
 @pytest.mark.parametrize("case", ["name too long", "output is a directory", "parent is a file"])
 def test_environment_faults_are_exit_2(case, fixture128, tmp_path, capsys):
-    from converter.cli import main
+    from facenet_tf2pt.converter.cli import main
 
     out = {"name too long": tmp_path / ("n" * 300 + ".pt"), "output is a directory": tmp_path / "d.pt",
            "parent is a file": tmp_path / "f" / "o.pt"}[case]
@@ -547,7 +547,7 @@ def test_environment_faults_are_exit_2(case, fixture128, tmp_path, capsys):
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"[1, 2]", b'{"layers": "x", "l2": "a", "max_abs": '
                                      b'null, "min_cosine": 1, "atol": "tol", "weights": 3}', b"{" * 100000])
 def test_bad_report_json_is_exit_2(content, tmp_path, capsys):
-    from converter.cli import main
+    from facenet_tf2pt.converter.cli import main
 
     p = tmp_path / "p.json"
     p.write_bytes(content)
@@ -556,7 +556,7 @@ def test_bad_report_json_is_exit_2(content, tmp_path, capsys):
 
 
 def test_nothing_embeddable_is_exit_2_and_writes_nothing(weights128, tmp_path, capsys):
-    from models.cli import main
+    from facenet_tf2pt.models.cli.facenet import main
 
     for name in ("a.jpg", "b.png"):
         (tmp_path / "faces" / "x").mkdir(parents=True, exist_ok=True)
@@ -569,8 +569,8 @@ def test_nothing_embeddable_is_exit_2_and_writes_nothing(weights128, tmp_path, c
 
 def test_internal_errors_are_exit_3_not_1(tmp_path, monkeypatch, capsys):
     """1 means parity failed, nothing else: a bug is 3, with its traceback."""
-    import converter.tf_graphs as tf_graphs
-    from converter import cli
+    import facenet_tf2pt.converter.tf_graphs as tf_graphs
+    from facenet_tf2pt.converter import cli
 
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -582,27 +582,28 @@ def test_internal_errors_are_exit_3_not_1(tmp_path, monkeypatch, capsys):
 
 
 def test_version_flags():
-    from models.version import project_version
+    from facenet_tf2pt.models.common.version import project_version
 
     version = project_version()
-    for module, prog in (("models.cli", "facenet"), ("converter", "facenet-convert")):
+    for module, prog in (("facenet_tf2pt.models.cli", "facenet"), ("facenet_tf2pt.converter", "facenet-convert")):
         res = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, cwd=REPO,
                              timeout=120)
         assert res.returncode == 0 and res.stdout.strip() == f"{prog} {version}"
-    assert version == next(line.split('"')[1] for line in (REPO / "pyproject.toml").read_text().splitlines()
-                           if line.startswith("version"))
+    from importlib.metadata import version as installed_version
+
+    assert version == installed_version("facenet-tf2pt")    # pyproject's dynamic version reads the same attribute
 
 
 # =================================================================== 6. no silent nonsense
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "complex", "int"])
 def test_bad_weight_values_are_refused_by_every_loader(bad, good_sd, tmp_path):
-    from converter.errors import ConversionError
-    from converter.verify import load_weights
-    from models import InceptionResNetV1
-    from models.embed import load_model
-    from models.inception_resnet_v1 import ModelLoadError, model_from_state_dict
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.converter.errors import ConversionError
+    from facenet_tf2pt.converter.verify import load_weights
+    from facenet_tf2pt.models import InceptionResNetV1
+    from facenet_tf2pt.models.data.embed import load_model
+    from facenet_tf2pt.models.hub.builder import ModelLoadError, model_from_state_dict
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     key = "repeat_1.0.conv2d.weight"
     sd = dict(good_sd)
@@ -630,7 +631,7 @@ def test_bad_weight_values_are_refused_by_every_loader(bad, good_sd, tmp_path):
 
 
 def test_nan_weights_make_compare_exit_2_not_print_nan(good_sd, lfw, tmp_path, capsys):
-    from models.cli import main
+    from facenet_tf2pt.models.cli.facenet import main
 
     sd = dict(good_sd)
     sd["last_bn.running_var"] = torch.full_like(sd["last_bn.running_var"], float("nan"))
@@ -642,8 +643,8 @@ def test_nan_weights_make_compare_exit_2_not_print_nan(good_sd, lfw, tmp_path, c
 
 
 def test_nan_mtcnn_weights_are_refused(tmp_path):
-    from models.mtcnn import load_net
-    from models.mtcnn_nets import NETS
+    from facenet_tf2pt.models.detection.mtcnn import load_net
+    from facenet_tf2pt.models.detection.mtcnn_nets import NETS
 
     sd = NETS["pnet"]().state_dict()
     sd = {k: v.clone() for k, v in sd.items()}
@@ -654,7 +655,7 @@ def test_nan_mtcnn_weights_are_refused(tmp_path):
 
 
 def test_stale_unused_shard_is_not_in_the_report_sources(fixture128, tmp_path):
-    from converter.convert import convert
+    from facenet_tf2pt.converter.convert import convert
 
     prefix = copy_checkpoint(fixture128, tmp_path / "src")
     stale = Path(f"{prefix}.data-00001-of-00002")
@@ -668,8 +669,8 @@ def test_read_only_hub_cache_with_mirror_file_and_no_record(tmp_path, monkeypatc
     """A shared cache this user cannot write: the file is used, its hash printed, nothing fails."""
     import copy
 
-    import models.pretrained as pretrained
-    from models.pretrained import Registry, find_inception_file
+    import facenet_tf2pt.models.hub.pretrained as pretrained
+    from facenet_tf2pt.models.hub.pretrained import Registry, find_inception_file
 
     raw = json.loads((REPO / "checkpoints" / "registry.json").read_text())
     entry = copy.deepcopy(next(d for d in raw["models"] if d["tag"] == "ci-fixture"))

@@ -21,7 +21,7 @@ def _registry():
 
 def test_registry_hashes_are_keras_facenets_metadata():
     """Re-read the published metadata (PyPI sdist, as data: its dict literal is parsed, not run)."""
-    from converter.pypi_fetch import IndexUnreachable, PinnedFile, fetch_pinned, read_member
+    from facenet_tf2pt.converter.pypi_fetch import IndexUnreachable, PinnedFile, fetch_pinned, read_member
 
     try:
         sdist = fetch_pinned(PinnedFile(*KERAS_FACENET_SDIST), progress=False)
@@ -43,7 +43,7 @@ def test_registry_hashes_are_keras_facenets_metadata():
 
 
 def test_a_matching_file_is_recognised():
-    from converter.known_hashes import check_files
+    from facenet_tf2pt.converter.known_hashes import check_files
 
     known = next(m for m in _registry()["models"] if m["name"] == "20170512-110547")["source"]["known_sha256"]
     res = check_files([{"name": "20170512-110547.pb", "sha256": known["20170512-110547.pb"]},
@@ -85,8 +85,8 @@ def test_strict_refuses_it_and_writes_nothing(renamed_fixture, tmp_path):
 
 def test_missing_pypi_model_says_how_to_make_it(tmp_path, monkeypatch):
     """No converted 20170512-110547 anywhere: the error names the pinned PyPI source and the command."""
-    from models import pretrained
-    from models.registry import default_registry
+    from facenet_tf2pt.models.hub import pretrained
+    from facenet_tf2pt.models.hub.registry import default_registry
 
     monkeypatch.setattr(pretrained, "search_dirs", lambda: [("empty", tmp_path)])
     with pytest.raises(FileNotFoundError) as e:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.lfw import (ROC_THRESHOLDS, Pair, PairsFormatError, _eer, _threshold_at_far, distance, evaluate,
+from facenet_tf2pt.models.data.lfw import (ROC_THRESHOLDS, Pair, PairsFormatError, _eer, _threshold_at_far, distance, evaluate,
                         kfold_indices, pairwise_distances, parse_pairs, plot_roc, read_pairs, resolve_pairs,
                         squared_l2_to_angular)
 

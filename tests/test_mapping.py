@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from converter.mapping import TF_SHAPE_FOR, TRANSFORMS, ignored_reason, inception_resnet_v1_table
-from models import InceptionResNetV1
+from facenet_tf2pt.converter.mapping import TF_SHAPE_FOR, TRANSFORMS, ignored_reason, inception_resnet_v1_table
+from facenet_tf2pt.models import InceptionResNetV1
 
 
 @pytest.mark.parametrize("with_logits", [False, True])

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from models import InceptionResNetV1, InceptionResnetV1
-from models.inception_resnet_v1 import l2_normalize
+from facenet_tf2pt.models import InceptionResNetV1, InceptionResnetV1
+from facenet_tf2pt.models.nets.inception_resnet_v1 import l2_normalize
 
 # facenet-pytorch 2.6.0 attribute order (docs/reference.md, from its models/inception_resnet_v1.py)
 FACENET_PYTORCH_MODULES = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
@@ -118,6 +118,6 @@ def test_l2_normalize_uses_tf_epsilon():
 
 def test_end_points_in_graph_order(model):
     out = model.forward_end_points(torch.randn(1, 3, 160, 160))
-    from models import END_POINTS
+    from facenet_tf2pt.models import END_POINTS
     assert list(out) == list(END_POINTS)
     assert out["Mixed_8b"].shape == (1, 1792, 3, 3) and out["Mixed_6a"].shape == (1, 896, 8, 8)

@@ -6,7 +6,8 @@ file pins the per-stage settings directly, so that a change to one stage's NMS t
 even where that comparison cannot run."""
 from __future__ import annotations
 
-from models import detect, mtcnn
+from facenet_tf2pt.models.detection import detect
+from facenet_tf2pt.models.detection import mtcnn
 
 # Sandberg src/align/detect_face.py lines 336, 343, 377, 414: nms(boxes, threshold, method), in
 # cascade order (within a P-Net scale, across scales, after R-Net, after O-Net).

@@ -13,20 +13,20 @@ import torch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from converter import cli_mtcnn  # noqa: E402
-from converter.errors import ConversionError, ParityError  # noqa: E402
-from converter.mtcnn_convert import (  # noqa: E402
+from facenet_tf2pt.converter import cli_mtcnn  # noqa: E402
+from facenet_tf2pt.converter.errors import ConversionError, ParityError  # noqa: E402
+from facenet_tf2pt.converter.mtcnn_convert import (  # noqa: E402
     PARITY_ATOL,
     check,
     convert_mtcnn,
     map_params,
     verify_mtcnn,
 )
-from converter.mtcnn_mapping import MTCNN_TABLE, rows_for  # noqa: E402
-from converter.npy_source import KNOWN_SHA256, load_mtcnn_sources, read_det_npy  # noqa: E402
-from models.mtcnn import default_weights_dir  # noqa: E402
-from models.mtcnn_nets import NETS  # noqa: E402
-from models.serialization import load_state_dict_file  # noqa: E402
+from facenet_tf2pt.converter.mtcnn_mapping import MTCNN_TABLE, rows_for  # noqa: E402
+from facenet_tf2pt.converter.npy_source import KNOWN_SHA256, load_mtcnn_sources, read_det_npy  # noqa: E402
+from facenet_tf2pt.models.detection.mtcnn import default_weights_dir  # noqa: E402
+from facenet_tf2pt.models.detection.mtcnn_nets import NETS  # noqa: E402
+from facenet_tf2pt.models.hub.serialization import load_state_dict_file  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
 
 COMMITTED = REPO / "checkpoints" / "mtcnn"
@@ -144,7 +144,7 @@ def test_table_covers_facenet_pytorch_keys():
 
 
 def test_table_matches_sources_and_tf_graph(mtcnn_src):
-    from converter import tf_mtcnn
+    from facenet_tf2pt.converter import tf_mtcnn
 
     sources = load_mtcnn_sources(mtcnn_src, strict=True)
     for net in NETS:
@@ -175,7 +175,7 @@ def test_map_params_rejects_wrong_layouts(mtcnn_src):
 def test_committed_weights_match_manifest():
     manifest = json.loads((COMMITTED / "manifest.json").read_text())
     assert default_weights_dir() == COMMITTED.resolve()
-    from converter.writer import sha256_file
+    from facenet_tf2pt.converter.writer import sha256_file
 
     assert set(manifest["files"]) == {"pnet.pt", "rnet.pt", "onet.pt"}
     for name, info in manifest["files"].items():
@@ -297,7 +297,7 @@ def test_facenet_pytorch_weights_are_ours(facenet_pytorch_weights):
 
 
 def test_fetch_checks_sha256(tmp_path, mtcnn_src):
-    from converter.mtcnn_fetch import fetch_mtcnn_sources
+    from facenet_tf2pt.converter.mtcnn_fetch import fetch_mtcnn_sources
 
     dest = tmp_path / "dest"
     shutil.copytree(mtcnn_src, dest)

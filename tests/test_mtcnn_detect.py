@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from models.align import alignment_affine, template_points
-from models.detect import (
+from facenet_tf2pt.models.detection.align import alignment_affine, template_points
+from facenet_tf2pt.models.detection.detect import (
     batched_nms,
     bbreg,
     box_affine,
@@ -19,7 +19,7 @@ from models.detect import (
     rerec,
     sample_affine,
 )
-from models.mtcnn import MTCNN, ONet, PNet, RNet, load_net, weight_file
+from facenet_tf2pt.models.detection.mtcnn import MTCNN, ONet, PNet, RNet, load_net, weight_file
 from tests.helpers import greedy_nms
 
 
@@ -229,7 +229,7 @@ def test_align(astronaut, astro_detection):
 def test_weights_override(tmp_path, astronaut, astro_detection):
     from safetensors.torch import save_file
 
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     for net in ("pnet", "rnet", "onet"):
         save_file(load_state_dict_file(weight_file(net)), str(tmp_path / f"{net}.safetensors"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from converter import sandberg_mtcnn as sm
+from facenet_tf2pt.converter import sandberg_mtcnn as sm
 
 pytest.importorskip("tensorflow", reason="Sandberg's detector runs under TensorFlow (the tf extra)")
 pytest.importorskip("cv2", reason="Sandberg's detector resizes with OpenCV (opencv-python-headless, the test extra)")
@@ -55,7 +55,7 @@ def sandberg_low_results(sandberg_align_dir):
 
 @pytest.fixture(scope="module")
 def mtcnn():
-    from models.mtcnn import MTCNN
+    from facenet_tf2pt.models.detection.mtcnn import MTCNN
 
     return MTCNN()
 
@@ -63,7 +63,7 @@ def mtcnn():
 def _ours(mtcnn, img, thresholds=None):
     """Our cascade with MTCNN()'s own defaults (min face, thresholds, factor), so that the defaults
     are compared with his too; `thresholds` overrides them for the weak-detection runs."""
-    from models.detect import detect_faces
+    from facenet_tf2pt.models.detection.detect import detect_faces
 
     x = torch.from_numpy(sm.as_rgb(img)).permute(2, 0, 1).unsqueeze(0).float()
     d = detect_faces(x, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.min_face_size,
@@ -148,9 +148,9 @@ MUTATIONS = [("NMS_WITHIN_SCALE", 0.4), ("NMS_WITHIN_SCALE", 0.6), ("NMS_ACROSS_
 def test_comparison_catches_a_changed_nms(constant, value, monkeypatch, sandberg_results, sandberg_low_results,
                                           mtcnn):
     """The comparisons above are sharp enough to notice any single stage's NMS being changed."""
-    import models.detect
+    import facenet_tf2pt.models.detection.detect as detect_module
 
-    monkeypatch.setattr(models.detect, constant, value)
+    monkeypatch.setattr(detect_module, constant, value)
     failures = [disagreement(n, compare(sandberg_low_results[n], _ours(mtcnn, PHOTOS[n], LOW_THRESHOLDS)))
                 for n in LOW_PHOTOS]
     failures += [disagreement(n, compare(sandberg_results[n], _ours(mtcnn, PHOTOS[n]))) for n in ("astronaut", "tiled_2x3")]

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from models.onednn_graph import GraphInceptionResNetV1
+from facenet_tf2pt.models.engines.onednn_graph import GraphInceptionResNetV1
 from tests.helpers import FP32_TOL, assert_model_unchanged, model_snapshot, random_model
 
 

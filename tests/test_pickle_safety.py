@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from converter import cli
-from converter.errors import ConversionError
-from converter.npy_source import read_det_npy
+from facenet_tf2pt.converter import cli
+from facenet_tf2pt.converter.errors import ConversionError
+from facenet_tf2pt.converter.npy_source import read_det_npy
 from tests.helpers import REPO, mtcnn_params
 
 COMMITTED_MTCNN = REPO / "checkpoints" / "mtcnn"
@@ -157,7 +157,7 @@ def _evil_pt(path: Path, marker: Path, how: str = "os.system") -> Path:
 @pytest.mark.parametrize("how", ["os.system", "builtins.exec", "subprocess.call"])
 @pytest.mark.parametrize("suffix", [".pt", ".pth"])
 def test_load_state_dict_file_refuses_crafted_pt(how, suffix, tmp_path):
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     marker = tmp_path / "PWNED"
     path = _evil_pt(tmp_path / f"evil{suffix}", marker, how)
@@ -169,7 +169,7 @@ def test_load_state_dict_file_refuses_crafted_pt(how, suffix, tmp_path):
 
 
 def test_pickle_named_safetensors_is_refused_cleanly(tmp_path):
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.safetensors"
@@ -190,7 +190,7 @@ def evil_mtcnn_dir(tmp_path):
 
 
 def test_mtcnn_weights_folder_refuses_crafted_pt(evil_mtcnn_dir, tmp_path):
-    from models.mtcnn import MTCNN
+    from facenet_tf2pt.models.detection.mtcnn import MTCNN
 
     with pytest.raises(ValueError, match="pnet.pt"):
         MTCNN(weights=evil_mtcnn_dir)
@@ -198,7 +198,7 @@ def test_mtcnn_weights_folder_refuses_crafted_pt(evil_mtcnn_dir, tmp_path):
 
 
 def test_registry_resolvers_refuse_crafted_pt(evil_mtcnn_dir, tmp_path):
-    from models.pretrained import load_mtcnn_state_dicts, resolve_inception_weights
+    from facenet_tf2pt.models.hub.pretrained import load_mtcnn_state_dicts, resolve_inception_weights
 
     with pytest.raises(ValueError, match="pnet.pt"):
         load_mtcnn_state_dicts(evil_mtcnn_dir)
@@ -209,7 +209,7 @@ def test_registry_resolvers_refuse_crafted_pt(evil_mtcnn_dir, tmp_path):
 
 
 def test_embed_loader_refuses_crafted_pt(tmp_path):
-    from models.embed import ModelLoadError, load_model
+    from facenet_tf2pt.models.data.embed import ModelLoadError, load_model
 
     evil = _evil_pt(tmp_path / "inception.pt", tmp_path / "PWNED", "builtins.exec")
     with pytest.raises(ModelLoadError, match="inception.pt"):
@@ -220,7 +220,7 @@ def test_embed_loader_refuses_crafted_pt(tmp_path):
 def test_clis_refuse_crafted_weights(fixture128, mtcnn_npy_dir, evil_mtcnn_dir, tmp_path, capsys):
     from PIL import Image
 
-    from models import cli as facenet_cli
+    from facenet_tf2pt.models.cli import facenet as facenet_cli
 
     evil = _evil_pt(tmp_path / "inception.pt", tmp_path / "PWNED")
     # facenet-convert verify SOURCE WEIGHTS: the weights are loaded before TF runs
@@ -307,5 +307,5 @@ def test_every_load_call_in_the_project_is_safe():
                     problems.append(f"{rel}:{node.lineno}: {name} without allow_pickle=False")
     assert not problems, "\n".join(problems)
     # the audit saw the known loaders (so it is looking at the right files)
-    assert any(s.startswith("models/serialization.py") and "torch.load" in s for s in sites), sites
+    assert any(s.startswith("models/hub/serialization.py") and "torch.load" in s for s in sites), sites
     assert any(s.startswith("converter/npy_source.py") and "restricted unpickler" in s for s in sites), sites

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.preprocessing import (fixed_image_standardization, prewhiten, resize, standardize, to_tensor,
+from facenet_tf2pt.models.data.preprocessing import (fixed_image_standardization, prewhiten, resize, standardize, to_tensor,
                                   unfixed)
 
 

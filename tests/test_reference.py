@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from converter.errors import ConversionError
-from converter.reference import read_reference, verify_reference, write_reference
+from facenet_tf2pt.converter.errors import ConversionError
+from facenet_tf2pt.converter.reference import read_reference, verify_reference, write_reference
 from tests.helpers import REPO, WITHOUT_TF, run_cli
 
 
@@ -33,8 +33,8 @@ def reference(fixture512, tmp_path_factory):
 
 
 def test_reference_file_holds_inputs_end_points_embeddings_and_hashes(reference, fixture512):
-    from converter.verify import make_batch
-    from converter.writer import sha256_file
+    from facenet_tf2pt.converter.verify import make_batch
+    from facenet_tf2pt.converter.writer import sha256_file
 
     path, info = reference
     with h5py.File(path, "r") as f:
@@ -53,7 +53,7 @@ def test_reference_file_holds_inputs_end_points_embeddings_and_hashes(reference,
 
 
 def test_verify_against_reference_equals_live_verify(reference, fixture512, converted512):
-    from converter.verify import verify
+    from facenet_tf2pt.converter.verify import verify
 
     recorded = verify_reference(reference[0], converted512.output, float64=False)
     live = verify(fixture512.directory, converted512.output, batch=2, seed=3, float64=False)

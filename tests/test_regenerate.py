@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from converter.regenerate import CHECKPOINTS, check, regenerate, update_registry
+from facenet_tf2pt.converter.regenerate import CHECKPOINTS, check, regenerate, update_registry
 from tests.helpers import REPO, run_cli
 
 FIXTURE_ID = "inception_resnet_v1.ci-fixture"
@@ -102,7 +102,7 @@ def test_check_passes_then_fails_when_a_committed_hash_is_altered(regenerated, f
     altered = tmp_path / "manifest.json"
     altered.write_text(json.dumps(manifest))
     res = run_cli("--check", "--manifest", altered, "--out", out, "--src", sources,
-                  "--fixture-source", fixture512.directory, module="converter.regenerate")
+                  "--fixture-source", fixture512.directory, module="facenet_tf2pt.converter.regenerate")
     assert res.returncode == 1, res.stdout + res.stderr
     mismatch = [line for line in res.stdout.splitlines() if line.startswith("MISMATCH")]
     assert len(mismatch) >= 1
@@ -128,7 +128,7 @@ def test_update_registry_records_outputs(regenerated, tmp_path):
     for m in data["models"]:
         if m["id"] == FIXTURE_ID:
             m["weights"][0].update(file=None, sha256=None, size=None, reason="not yet")
-    from converter.writer import json_bytes
+    from facenet_tf2pt.converter.writer import json_bytes
 
     reg.write_bytes(json_bytes(data))
     assert update_registry(first.manifest, reg) is True
@@ -157,7 +157,7 @@ def test_two_machines_write_byte_identical_committed_files(fixture512, sources, 
     for name, env in envs.items():
         out = tmp_path / name
         res = run_cli("--out", out, "--src", sources, "--fixture-source", fixture512.directory, "--batch", "1",
-                      "--reports", module="converter.regenerate", env=env)
+                      "--reports", module="facenet_tf2pt.converter.regenerate", env=env)
         assert res.returncode == 0, res.stdout + res.stderr
         outs[name] = out
     a, b = (_committed_files(o) for o in outs.values())

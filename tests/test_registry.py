@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from models.inception_resnet_v1 import InceptionResNetV1
-from models.registry import Registry, default_registry, registry_path, validate_registry
+from facenet_tf2pt.models.nets.inception_resnet_v1 import InceptionResNetV1
+from facenet_tf2pt.models.hub.registry import Registry, default_registry, registry_path, validate_registry
 from tests.helpers import REPO
 
 SANDBERG = {  # docs/reference.md ("The released models"): name -> (tag, training set, embedding, classes, LFW, preprocessing)
@@ -32,7 +32,7 @@ def test_registry_file_is_the_repos_and_valid(raw):
 
 def test_registry_is_canonical_json(raw):
     """`--update-registry` rewrites it with writer.json_bytes: the committed bytes are already so."""
-    from converter.writer import json_bytes
+    from facenet_tf2pt.converter.writer import json_bytes
 
     assert registry_path().read_bytes() == json_bytes(raw)
 
@@ -75,7 +75,7 @@ def test_mirrors_are_facenet_pytorch_releases_with_trust_on_first_use():
 
 
 def test_param_counts_equal_the_built_models():
-    from models.mtcnn_nets import NETS
+    from facenet_tf2pt.models.detection.mtcnn_nets import NETS
 
     for e in default_registry():
         if e.arch == "inception_resnet_v1":
@@ -87,14 +87,14 @@ def test_param_counts_equal_the_built_models():
 
 
 def test_mtcnn_entry_matches_the_committed_weights():
-    from converter.writer import sha256_file
+    from facenet_tf2pt.converter.writer import sha256_file
 
     e = default_registry().get("mtcnn")
     for w in e.weights:
         path = REPO / "checkpoints" / w.file
         assert path.is_file(), path
         assert (sha256_file(path), path.stat().st_size) == (w.sha256, w.size), w.file
-    from converter.npy_source import KNOWN_SHA256
+    from facenet_tf2pt.converter.npy_source import KNOWN_SHA256
 
     assert e.source["sha256"] == KNOWN_SHA256
 

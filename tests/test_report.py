@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from converter.report import reading, render_report, report_inputs, round_sig, sci
-from converter.verify import verify
+from facenet_tf2pt.converter.report import reading, render_report, report_inputs, round_sig, sci
+from facenet_tf2pt.converter.verify import verify
 from tests.helpers import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

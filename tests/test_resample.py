@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.resample import resize_area
+from facenet_tf2pt.models.detection.resample import resize_area
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test extra) is the reference for INTER_AREA")
 
@@ -58,7 +58,7 @@ def test_integer_factors_take_the_fast_path_exactly(depth, factor):
 def test_sandberg_pyramid_levels_match_cv2():
     """Pyramid levels as detect_face makes them (minsize 20, factor 0.709) from uint8 photos of
     several sizes, rounded to uint8 by OpenCV."""
-    from models.detect import pyramid_scales
+    from facenet_tf2pt.models.detection.detect import pyramid_scales
 
     rng = np.random.default_rng(7)
     for h, w in [(250, 250), (333, 500), (512, 512), (701, 467), (1000, 1500)]:
@@ -101,7 +101,7 @@ def test_crop_resize_area_matches_cv2_on_padded_patches(integral, size):
     """Many patches at once (boxes partly or wholly outside the image, shrunk, enlarged, at
     integer ratios), each identical to cv2.resize of the zero-padded float64 patch -- on uint8
     images (the prefix-sum path) and on fractional ones (OpenCV's taps, literally)."""
-    from models.crop_resize import crop_resize_area
+    from facenet_tf2pt.models.detection.crop_resize import crop_resize_area
 
     rng = np.random.default_rng(size + integral)
     n, h, w = 2, 90, 110

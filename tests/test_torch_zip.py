@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converter.torch_zip import torch_save_bytes
+from facenet_tf2pt.converter.torch_zip import torch_save_bytes
 from tests.helpers import REPO, same_torch_as_pinned
 
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8, np.bool_]
@@ -139,7 +139,7 @@ def test_torch_load_round_trip():
 
 def test_import_does_not_import_torch():
     code = ("import sys, numpy as np\n"
-            "import converter, converter.torch_zip as tz\n"
+            "import facenet_tf2pt.converter, facenet_tf2pt.converter.torch_zip as tz\n"
             "tz.torch_save_bytes({'a': np.zeros(2, np.float32), 'n': np.array(1)})\n"
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
             "assert not bad, bad\n")
@@ -170,6 +170,6 @@ def test_clear_errors(arrays, error, words):
 def test_ci_installs_the_torch_the_writer_was_checked_against():
     """The Makefile's pin (what `make install`, hence CI, installs) is CHECKED_WITH_TORCH, so the
     byte-equality tests above run in CI rather than skip."""
-    from converter.torch_zip import CHECKED_WITH_TORCH
+    from facenet_tf2pt.converter.torch_zip import CHECKED_WITH_TORCH
 
     assert f"torch=={CHECKED_WITH_TORCH}" in (REPO / "Makefile").read_text()

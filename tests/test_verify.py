@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from converter.verify import verify
+from facenet_tf2pt.converter.verify import verify
 from tests.helpers import copy_checkpoint, run_cli
 
 
@@ -34,7 +34,7 @@ def test_parity_from_checkpoint_prefix_uses_meta_graph(fixture512, converted512,
 
 def test_parity_128d_via_reference_builder(fixture128, tmp_path):
     """No .pb and no .meta: our builder is restored from the checkpoint."""
-    from converter.convert import convert
+    from facenet_tf2pt.converter.convert import convert
     prefix = copy_checkpoint(fixture128, tmp_path / "ckpt")
     out = convert(prefix, tmp_path / "fx128.safetensors").output
     r = verify(prefix.parent, out, batch=3, seed=4)
@@ -65,7 +65,7 @@ def test_cli_verify_bad_weights_file_exits_2(fixture512, tmp_path):
 
 
 def test_parity_from_frozen_graph_path_with_weights_converted_from_it(fixture512, tmp_path):
-    from converter.convert import convert
+    from facenet_tf2pt.converter.convert import convert
     out = convert(fixture512.frozen_graph, tmp_path / "from_pb.pt").output
     r = verify(fixture512.frozen_graph, out, batch=2, seed=1)
     assert r.tf_graph.startswith("frozen graph") and r.passed, r.format_table()

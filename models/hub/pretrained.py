@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping
 
-from .atomic_io import atomic_output, atomic_write_bytes, sha256_file
+from ..common.atomic_io import atomic_output, atomic_write_bytes, sha256_file
 from .registry import (MTCNN_ROLES, WEIGHT_SUFFIXES, _SHA8_NAME, _SHA256, Entry, Mirror,  # noqa: F401
                        Registry, WeightFile, _entry_file_names, checkpoints_dir, default_registry,
                        validate_registry)
@@ -366,7 +366,7 @@ def resolve_inception_weights(name_or_path, *, registry: Registry | None = None,
 def _load_checked(path: Path) -> dict:
     """The state_dict of `path`, its values (finite floats) and the sizes a model is built from
     (embedding, classes) checked against the architecture's bounds before any model is sized."""
-    from .inception_resnet_v1 import state_dict_sizes
+    from .builder import state_dict_sizes
 
     state_dict = load_state_dict_file(path)
     state_dict_sizes(state_dict, str(path))

@@ -193,22 +193,10 @@ def registry_path() -> Path:
 
 
 def checkpoints_dir() -> Path:
-    """The `checkpoints/` data folder: the installed `checkpoints` data package (importlib.resources),
-    else the folder beside `models/` (a source checkout, where the editable install does not map it).
-    A `checkpoints/` folder without `__init__.py` in the current directory (a namespace package)
-    is not mistaken for it."""
-    try:
-        import importlib.util
-        from importlib.resources import files
-
-        spec = importlib.util.find_spec("checkpoints")
-        if spec is not None and spec.origin and spec.origin.endswith("__init__.py"):
-            path = Path(str(files("checkpoints")))
-            if (path / REGISTRY_FILE).is_file():
-                return path
-    except (ImportError, TypeError, ValueError):
-        pass
-    return Path(__file__).resolve().parents[1] / "checkpoints"
+    """The `facenet_tf2pt.checkpoints` data folder, beside `models/` both installed and in a checkout
+    (the package is the repository root, pyproject.toml's package-dir), so a `checkpoints/` folder in
+    the user's working directory is never mistaken for it."""
+    return Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def default_registry() -> Registry:

@@ -18,7 +18,7 @@ import os
 import sys
 
 from .options import finite, in_range, run_guarded
-from .paths import PathError, check_run_paths
+from ..common.paths import PathError, check_run_paths
 
 # Squared L2 between unit-norm embeddings; "same person" when the distance is below it.
 # FaceNet (Schroff et al. 2015, Fig. 1) illustrates 1.1 on this scale, and the thresholds Sandberg's
@@ -55,7 +55,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .version import project_version
+    from ..common.version import project_version
 
     parser = argparse.ArgumentParser(prog="facenet", description="FaceNet embeddings, comparisons and LFW audits.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     _add_model_args(p)
 
-    from .align_dataset import add_align_command  # Sandberg's align_dataset_mtcnn.py (models/align_dataset.py)
+    from ..detection.align_dataset import add_align_command  # Sandberg's align_dataset_mtcnn.py (models/align_dataset.py)
 
     add_align_command(sub)
     return parser
@@ -118,7 +118,7 @@ def _device(name):
 
 
 def _embedder(args, flip: bool = False, selection_method: str | None = None):
-    from .embed import Embedder, ModelLoadError, load_model
+    from ..data.embed import Embedder, ModelLoadError, load_model
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -147,8 +147,8 @@ def _embedder(args, flip: bool = False, selection_method: str | None = None):
 
 
 def cmd_embed(args) -> int:
-    from .data import ImageLoadError, is_image_file
-    from .paths import walk_files
+    from ..data.datasets import ImageLoadError, is_image_file
+    from ..common.paths import walk_files
 
     if not os.path.isdir(args.dir):
         raise InputError(f"{args.dir}: not a directory")
@@ -193,8 +193,8 @@ def cmd_embed(args) -> int:
 def cmd_compare(args) -> int:
     import numpy as np
 
-    from .data import ImageLoadError, load_image
-    from .lfw import pairwise_distances, squared_l2_to_angular
+    from ..data.datasets import ImageLoadError, load_image
+    from ..data.lfw import pairwise_distances, squared_l2_to_angular
 
     if len(args.images) < 2:
         raise InputError("compare needs at least two images")
@@ -216,7 +216,7 @@ def cmd_compare(args) -> int:
         for p, f in zip(args.images, faces):
             if f is None:
                 raise InputError(f"{p}: no face detected")
-        from .preprocessing import standardize
+        from ..data.preprocessing import standardize
         import torch
 
         e = emb.embed_tensor(standardize(torch.stack(faces), emb.standardization))
@@ -245,8 +245,8 @@ def cmd_compare(args) -> int:
 def cmd_evaluate_lfw(args) -> int:
     import numpy as np
 
-    from .data import ImageLoadError
-    from .lfw import PairsFormatError, evaluate, plot_roc, read_pairs, resolve_pairs
+    from ..data.datasets import ImageLoadError
+    from ..data.lfw import PairsFormatError, evaluate, plot_roc, read_pairs, resolve_pairs
 
     if not os.path.isdir(args.lfw_dir):
         raise InputError(f"{args.lfw_dir}: not a directory")
@@ -301,7 +301,7 @@ def cmd_evaluate_lfw(args) -> int:
         d = result.to_dict(curves=True)
         d.update(model=lm.name, standardization=lm.standardization, flip=args.flip, lfw_dir=args.lfw_dir,
                  pairs_file=args.pairs)
-        from .atomic_io import atomic_write_bytes
+        from ..common.atomic_io import atomic_write_bytes
 
         text = json.dumps(d, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
         atomic_write_bytes(args.json, (text + "\n").encode())
@@ -310,7 +310,7 @@ def cmd_evaluate_lfw(args) -> int:
 
 
 def cmd_align(args) -> int:
-    from .align_dataset import cmd_align as run
+    from ..detection.align_dataset import cmd_align as run
 
     try:
         return run(args)
@@ -323,9 +323,9 @@ COMMANDS = {"embed": cmd_embed, "compare": cmd_compare, "evaluate-lfw": cmd_eval
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import ImageLoadError
-    from .inception_resnet_v1 import ModelLoadError
-    from .lfw import PairsFormatError
+    from ..data.datasets import ImageLoadError
+    from ..hub.builder import ModelLoadError
+    from ..data.lfw import PairsFormatError
 
     return run_guarded(lambda: COMMANDS[args.command](args), prefix="facenet: error", first_line_only=True,
                        bad_input=(InputError, PathError, ModelLoadError, ImageLoadError, PairsFormatError))

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic_io import atomic_write_bytes, atomic_write_image
-from .options import in_range
-from .paths import check_run_paths, require_regular
+from ..common.atomic_io import atomic_write_bytes, atomic_write_image
+from ..cli.options import in_range
+from ..common.paths import check_run_paths, require_regular
 
 DEFAULT_IMAGE_SIZE = 182
 DEFAULT_MARGIN = 44

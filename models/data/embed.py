@@ -27,10 +27,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .atomic_io import atomic_write_bytes
-from .data import MAX_PIXELS, NO_FACE, FaceDataset, crops_transform, make_loader
-from .inception_resnet_v1 import InceptionResNetV1, ModelLoadError, model_from_state_dict  # noqa: F401 (re-exported)
-from .paths import check_output
+from ..common.atomic_io import atomic_write_bytes
+from .datasets import MAX_PIXELS, NO_FACE, FaceDataset, crops_transform, make_loader
+from ..hub.builder import ModelLoadError, model_from_state_dict  # noqa: F401 (re-exported)
+from ..nets.inception_resnet_v1 import InceptionResNetV1
+from ..common.paths import check_output
 from .preprocessing import STANDARDIZATIONS, standardize, unfixed
 
 DEFAULT_STANDARDIZATION = "fixed"
@@ -52,7 +53,7 @@ def load_model(weights=None, pretrained: str | None = None, device=None,
     if standardization is not None and standardization not in STANDARDIZATIONS:
         raise ModelLoadError(f"unknown standardization {standardization!r}; expected one of {STANDARDIZATIONS}")
     if weights is not None:
-        from .serialization import load_state_dict_file
+        from ..hub.serialization import load_state_dict_file
 
         try:
             sd = load_state_dict_file(weights)
@@ -67,7 +68,7 @@ def load_model(weights=None, pretrained: str | None = None, device=None,
         std = standardization or expected
         name = str(weights)
     else:
-        from .pretrained import resolve_inception_weights
+        from ..hub.pretrained import resolve_inception_weights
 
         try:
             entry, sd = resolve_inception_weights(pretrained)
@@ -90,7 +91,7 @@ def _registry_entry_for_file(path):
     """The registry entry a converted file's name follows (e.g. ``20170512-110547-ms-celeb-1m.pt``),
     so a bare ``--weights`` file of a 2017 model still gets 'prewhiten'; None when unknown."""
     try:
-        from .pretrained import default_registry
+        from ..hub.pretrained import default_registry
 
         return default_registry().for_file(Path(path))
     except Exception:   # no registry in this installation, or an older one: fall back to the default
@@ -109,7 +110,7 @@ class Detector:
                  selection_method: str | None = None):
         if mtcnn is None:
             try:
-                from .mtcnn import MTCNN
+                from ..detection.mtcnn import MTCNN
             except ImportError as e:
                 raise ModelLoadError(f"--detect needs MTCNN (models/mtcnn.py): {e}") from e
             kwargs = dict(image_size=image_size, margin=margin, device=device)
@@ -205,7 +206,7 @@ ENGINES = ("fused", "plain", "graph")
 
 
 def _isa_class() -> str:
-    from .cpu_caps import current
+    from ..engines.cpu_caps import current
 
     return current().isa_class
 

@@ -26,7 +26,7 @@ from torch import nn
 from .align import alignment_affine
 from .detect import Detections, box_affine, detect_faces, sample_affine, supersample_for
 from .mtcnn_nets import NETS, ONet, PNet, RNet
-from .serialization import load_state_dict_file
+from ..hub.serialization import load_state_dict_file
 
 __all__ = ["MTCNN", "PNet", "RNet", "ONet", "default_weights_dir", "load_net", "fixed_image_standardization",
            "SELECTION_METHODS"]
@@ -44,7 +44,7 @@ MAX_PIXELS = 50_000_000
 def default_weights_dir() -> Path:
     """Where ``MTCNN()`` finds its weights when none are given: the registry's lookup
     (``$FACENET_HOME/mtcnn``, the package's committed ``checkpoints/mtcnn``, the hub cache)."""
-    from .pretrained import resolve_mtcnn_weights
+    from ..hub.pretrained import resolve_mtcnn_weights
 
     return resolve_mtcnn_weights()
 
@@ -400,7 +400,7 @@ class MTCNN(nn.Module):
 
 
 def _save_crops(crops: torch.Tensor, path) -> None:
-    from .atomic_io import atomic_write_image
+    from ..common.atomic_io import atomic_write_image
 
     path = str(path)
     base, ext = os.path.splitext(path)

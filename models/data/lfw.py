@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic_io import atomic_write_bytes
-from .paths import PathError, check_output, read_capped
+from ..common.atomic_io import atomic_write_bytes
+from ..common.paths import PathError, check_output, read_capped
 
 METRICS = ("squared-l2", "angular")
 MAX_PAIRS_BYTES = 16 << 20     # LFW's pairs.txt is 0.1 MB

@@ -12,6 +12,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from . import hooks
+
 # Sandberg's end points in graph order (his inception_resnet_v1.py); `forward_end_points` returns them.
 END_POINTS = (
     "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_3a_3x3", "Conv2d_3b_1x1",
@@ -98,13 +100,12 @@ class Block8(nn.Module):
                                      BasicConv2d(192, 192, (1, 3), padding=_same((1, 3)), **bn),  # Conv2d_0b_1x3
                                      BasicConv2d(192, 192, (3, 1), padding=_same((3, 1)), **bn))  # Conv2d_0c_3x1
         self.conv2d = nn.Conv2d(384, 1792, 1, bias=True)                                      # Conv2d_1x1 (up)
-        if not no_relu:
-            self.relu = nn.ReLU(inplace=False)
+        # Identity for the last block: one attribute in both cases, so torch.jit.script compiles it
+        self.relu = nn.Identity() if no_relu else nn.ReLU(inplace=False)
 
     def forward(self, x):
         mixed = torch.cat((self.branch0(x), self.branch1(x)), 1)
-        out = x + self.scale * self.conv2d(mixed)
-        return out if self.no_relu else self.relu(out)
+        return self.relu(x + self.scale * self.conv2d(mixed))
 
 
 class Mixed_6a(nn.Module):
@@ -159,11 +160,8 @@ class InceptionResNetV1(nn.Module):
                  bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM):
         super().__init__()
         weights = None
-        if pretrained is not None:
-            from .pretrained import resolve_inception_weights
-
-            entry, weights = resolve_inception_weights(pretrained)
-            embedding_size, num_classes = _check_entry_args(entry, embedding_size, num_classes)
+        if pretrained is not None:   # the shorthand over models/hub/builder.py: I/O only when asked for
+            weights, embedding_size, num_classes = hooks.resolve_pretrained(pretrained, embedding_size, num_classes)
         if classify and num_classes is None:
             raise ValueError("classify=True needs num_classes (or a pretrained entry that has Logits)")
 
@@ -211,8 +209,10 @@ class InceptionResNetV1(nn.Module):
 
     def prelogits(self, x: torch.Tensor) -> torch.Tensor:
         """The Bottleneck output (after its BatchNorm), before normalization."""
-        for _, module in self._stages():
-            x = module(x)
+        # written out (not a loop over _stages()) so that torch.jit.script compiles it
+        x = self.conv2d_4b(self.conv2d_4a(self.conv2d_3b(self.maxpool_3a(self.conv2d_2b(self.conv2d_2a(
+            self.conv2d_1a(x)))))))
+        x = self.block8(self.repeat_3(self.mixed_7a(self.repeat_2(self.mixed_6a(self.repeat_1(x))))))
         x = self.avgpool_1a(x).flatten(1)
         return self.last_bn(self.last_linear(self.dropout(x)))
 
@@ -226,8 +226,10 @@ class InceptionResNetV1(nn.Module):
 
     def fuse(self, dtype: torch.dtype = torch.float32, **options) -> nn.Module:
         """An inference-only copy with BatchNorm folded into the convs, channels_last, prepacked
-        oneDNN convs (see models/fused.py for `options`). float32 in and out, also for bfloat16."""
-        from .fused import fuse_inception
+        oneDNN convs (models/engines/fused.py `fuse_inception` documents `options`). float32 in and
+        out, also for bfloat16. The engine is looked up through `models.nets.hooks`, so this
+        module never imports the engines."""
+        from ..engines.fused import fuse_inception
 
         return fuse_inception(self, dtype=dtype, **options)
 
@@ -242,83 +244,6 @@ class InceptionResNetV1(nn.Module):
         out["PreLogitsFlatten"] = x
         out["embeddings"] = l2_normalize(self.last_bn(self.last_linear(self.dropout(x))))
         return out
-
-
-class ModelLoadError(ValueError):
-    """A weights file that is not an InceptionResNetV1 state_dict, or does not fit one."""
-
-
-MAX_EMBEDDING_SIZE = 4096      # FaceNet models are 128-d or 512-d; bounds what a file may ask for
-MAX_CLASSES = 1_000_000         # MS-Celeb-1M has 100k identities
-
-
-def state_dict_sizes(state_dict: dict, source: str) -> tuple[int, int | None]:
-    """(embedding size, classes) read from the state_dict's shapes, within sane bounds."""
-    w = state_dict.get("last_linear.weight")
-    if w is None:
-        raise ModelLoadError(f"{source}: not an InceptionResNetV1 state_dict (no 'last_linear.weight'; "
-                             f"{len(state_dict)} keys)")
-    features = InceptionResNetV1.FEATURES
-    if w.ndim != 2 or w.shape[1] != features or not 1 <= w.shape[0] <= MAX_EMBEDDING_SIZE:
-        raise ModelLoadError(f"{source}: last_linear.weight has shape {list(w.shape)}, expected "
-                             f"[embedding_size <= {MAX_EMBEDDING_SIZE}, {features}]")
-    emb = int(w.shape[0])
-    logits = state_dict.get("logits.weight")
-    if logits is None:
-        return emb, None
-    if logits.ndim != 2 or logits.shape[1] != emb or not 1 <= logits.shape[0] <= MAX_CLASSES:
-        raise ModelLoadError(f"{source}: logits.weight has shape {list(logits.shape)}, expected "
-                             f"[classes <= {MAX_CLASSES}, {emb}]")
-    return emb, int(logits.shape[0])
-
-
-def check_state_dict_shapes(state_dict: dict, source: str = "<state_dict>") -> tuple[int, int | None]:
-    """Every key and shape against the architecture, before any model is allocated: the expected
-    shapes come from a model built on the meta device (no memory). Returns (embedding size,
-    classes); ModelLoadError lists missing, unexpected and mis-shaped keys."""
-    emb, n_cls = state_dict_sizes(state_dict, source)
-    with torch.device("meta"):
-        want = {k: tuple(v.shape) for k, v in
-                InceptionResNetV1(embedding_size=emb, num_classes=n_cls).state_dict().items()}
-    problems = [f"missing {k}" for k in want if k not in state_dict]
-    problems += [f"unexpected {k}" for k in state_dict if k not in want]
-    problems += [f"{k} is {list(state_dict[k].shape)}, expected {list(shape)}" for k, shape in want.items()
-                 if k in state_dict and tuple(state_dict[k].shape) != shape]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ModelLoadError(f"{source}: does not match InceptionResNetV1 ({shown})")
-    return emb, n_cls
-
-
-def model_from_state_dict(state_dict: dict, source: str = "<state_dict>") -> InceptionResNetV1:
-    """Build an InceptionResNetV1 sized from the state_dict (embedding size, logits) and load it
-    strictly; shapes and values are checked before the model is allocated."""
-    from .serialization import check_tensor_values
-
-    emb, n_cls = check_state_dict_shapes(state_dict, source)
-    try:
-        check_tensor_values(state_dict, source)
-    except ValueError as e:
-        raise ModelLoadError(str(e)) from None
-    model = InceptionResNetV1(embedding_size=emb, num_classes=n_cls)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ModelLoadError(f"{source}: does not match InceptionResNetV1 ({' '.join(first[:2])[:300]})") from e
-    return model.eval()
-
-
-def _check_entry_args(entry, embedding_size: int, num_classes: int | None) -> tuple[int, int | None]:
-    """A pretrained entry fixes the sizes; a conflicting explicit argument is an error."""
-    if embedding_size not in (512, entry.embedding_size):
-        raise ValueError(f"pretrained={entry.name!r} has embedding_size={entry.embedding_size}, "
-                         f"not {embedding_size}")
-    if num_classes is not None and num_classes != entry.num_classes:
-        raise ValueError(f"pretrained={entry.name!r} has num_classes={entry.num_classes}; "
-                         f"got num_classes={num_classes}. Leave it out, or load without pretrained= "
-                         f"and replace .logits to fine-tune")
-    return entry.embedding_size, entry.num_classes
 
 
 InceptionResnetV1 = InceptionResNetV1  # facenet-pytorch's spelling

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import open_regular, require_regular
+from ..common.paths import open_regular, require_regular
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:

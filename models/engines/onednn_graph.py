@@ -26,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .inception_resnet_v1 import l2_normalize
+from ..nets.inception_resnet_v1 import l2_normalize
 
 __all__ = ["GraphInceptionResNetV1"]
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .paths import PathError, require_regular, walk_files
+from ..common.paths import PathError, require_regular, walk_files
 from .preprocessing import resize, standardize, to_tensor
 
 IMAGE_EXTENSIONS = frozenset({

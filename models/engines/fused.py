@@ -73,7 +73,7 @@ from torch.nn import functional as F
 
 from . import cpu_caps
 from .engine_rules import EngineDecision, choose_engine, eager_impl
-from .inception_resnet_v1 import BasicConv2d, l2_normalize
+from ..nets.inception_resnet_v1 import BasicConv2d, l2_normalize
 
 __all__ = ["fuse_inception", "FusedInceptionResNetV1", "check_dtype_supported", "native_cpu_bf16"]
 

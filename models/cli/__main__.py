@@ -1,0 +1,5 @@
+import sys
+
+from .facenet import main
+
+sys.exit(main())
