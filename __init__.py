@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_EXPORTS = (
-    "END_POINTS", "InceptionResNetV1", "InceptionResnetV1", "MTCNN", "ModelLoadError",
-    "fixed_image_standardization", "get_model", "inception_resnet_v1", "list_models", "load_weights",
-    "model_info", "prewhiten",
-)
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["END_POINTS", "InceptionResNetV1", "InceptionResnetV1", "MTCNN", "ModelLoadError", "__version__",
+           "fixed_image_standardization", "get_model", "inception_resnet_v1", "list_models", "load_weights",
+           "model_info", "prewhiten"]
+_EXPORTS = frozenset(__all__) - {"__version__"}
 
 if TYPE_CHECKING:
     from .models import (END_POINTS, MTCNN, InceptionResNetV1, InceptionResnetV1, ModelLoadError,

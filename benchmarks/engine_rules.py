@@ -6,7 +6,7 @@ Graph and the plain model, side by side in one process, as ratios to the plain m
 
 Engines are timed in interleaved rounds, so a neighbour's load hits them alike; the best round of
 each is reported (a neighbour only ever slows a round down), the ratio of the medians beside it.
-The result is a table of images/s and x plain per engine and batch; models/engine_rules.py holds the
+The result is a table of images/s and x plain per engine and batch; models/engines/engine_rules.py holds the
 rules read from it (quote the table and the CPU class there when you change them).
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``converter/cli.py`` calls ``add_subcommands(subparsers)``; each subcommand sets ``func``, a
 callable taking the parsed args and returning 0. Failures are raised -- ConversionError (bad
 input, exit 2) and ParityError (outside tolerance, exit 1) -- for the CLI to turn into exit codes.
-``python -m converter.cli_mtcnn ...`` runs the two subcommands on their own.
+``python -m facenet_tf2pt.converter.cli_mtcnn ...`` runs the two subcommands on their own.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def add_subcommands(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converter.cli_mtcnn")
+    parser = argparse.ArgumentParser(prog="python -m facenet_tf2pt.converter.cli_mtcnn")
     sub = parser.add_subparsers(dest="command", required=True)
     add_subcommands(sub)
     args = parser.parse_args(argv)

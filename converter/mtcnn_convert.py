@@ -67,7 +67,7 @@ def map_params(net: str, params: Mapping[str, Mapping[str, np.ndarray]], source:
     module = NETS[net]()
     expected = module.state_dict()
     if set(expected) != set(sd) or any(expected[k].shape != sd[k].shape for k in expected):
-        raise ConversionError(f"internal: the {net} table does not match models.mtcnn_nets.{NETS[net].__name__}")
+        raise ConversionError(f"internal: the {net} table does not match models.detection.mtcnn_nets.{NETS[net].__name__}")
     module.load_state_dict(sd, strict=True)
     return sd
 

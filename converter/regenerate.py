@@ -1,7 +1,7 @@
 """`make checkpoints`: regenerate every converted file the registry can make here, verify each, and
 write the reports and `checkpoints/manifest.json`.
 
-    python -m converter.regenerate [--check] [--update-registry] [--reports] [--fetch-mtcnn] [--only ID ...]
+    python -m facenet_tf2pt.converter.regenerate [--check] [--update-registry] [--reports] [--fetch-mtcnn] [--only ID ...]
 
 For each registry entry:
 - an Inception entry with a TF source under `checkpoints/tf/<name>/` is converted to
@@ -181,11 +181,11 @@ def _mtcnn(entry, src: Path, out_root: Path, *, parity: bool, reports: bool, see
             fetch_mtcnn_sources(src)
         except ConversionError as e:
             return _absent(f"det*.npy could not be fetched into {src}: {str(e).splitlines()[0]}",
-                           "python -m converter.mtcnn_fetch checkpoints/tf/mtcnn")
+                           "python -m facenet_tf2pt.converter.mtcnn_fetch checkpoints/tf/mtcnn")
     missing = [f for f in SOURCE_FILES.values() if not (src / f).is_file()]
     if missing:
         return _absent(f"no {', '.join(missing)} in checkpoints/tf/mtcnn/",
-                       "python -m converter.mtcnn_fetch checkpoints/tf/mtcnn")
+                       "python -m facenet_tf2pt.converter.mtcnn_fetch checkpoints/tf/mtcnn")
     conv = convert_mtcnn(src, out_root / "mtcnn", strict=True)
     record = {
         "status": "converted",
@@ -413,7 +413,7 @@ def check(manifest_path=None, *, out_root=CHECKPOINTS, src_root=None, registry_p
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m converter.regenerate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m facenet_tf2pt.converter.regenerate", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true",
                     help="regenerate into a temporary folder; exit 1 if an output differs from the manifest")
     ap.add_argument("--manifest", help="manifest to check against (default: checkpoints/manifest.json)")

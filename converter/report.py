@@ -226,8 +226,9 @@ def plot_png(parity: dict, title: str) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise ConversionError("the report's plot needs matplotlib: pip install 'facenet-tf2pt[report]' "
-                              "(or pass --no-png)") from e
+        from ..models.common.install import install_hint
+
+        raise ConversionError(f"the report's plot needs matplotlib: {install_hint('report')} (or pass --no-png)") from e
     layers = parity["layers"]
     names = [layer["name"] for layer in layers]
     x = list(range(len(layers)))

@@ -50,9 +50,9 @@ def import_tf():
     try:
         import tensorflow as tf
     except ImportError as e:
-        raise ConversionError(
-            "this step needs TensorFlow, which is not installed: pip install 'facenet-tf2pt[tf]' "
-            f"(tensorflow-cpu) ({e})") from e
+        from ..models.common.install import install_hint
+
+        raise ConversionError(f"this step needs TensorFlow, which is not installed: {install_hint('tf')} ({e})") from e
     tf.get_logger().setLevel("ERROR")  # TF1 API deprecation notices are expected here
     return tf
 

@@ -1,6 +1,6 @@
 """Write state_dicts atomically and byte-reproducibly, as `.pt` or `.safetensors`.
 
-Atomic: see models/atomic_io.py (temp file, fsync, rename; nothing half-written).
+Atomic: see models/common/atomic_io.py (temp file, fsync, rename; nothing half-written).
 Reproducible: keys are sorted and arrays made C-contiguous. `.pt` bytes come from our own writer
 of torch's zip format (converter/torch_zip.py: equal to torch.save's, but independent of the
 installed torch version and without importing torch); `.safetensors` from safetensors.numpy.

@@ -24,7 +24,10 @@ _EXPORTS = {
     "get_model": "hub.builder", "inception_resnet_v1": "hub.builder", "list_models": "hub.builder",
     "load_weights": "hub.builder", "model_info": "hub.builder", "ModelLoadError": "hub.builder",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["END_POINTS", "InceptionResNetV1", "InceptionResnetV1", "MTCNN", "ModelLoadError",
+           "fixed_image_standardization", "get_model", "inception_resnet_v1", "list_models", "load_weights",
+           "model_info", "prewhiten"]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .data.preprocessing import fixed_image_standardization, prewhiten

@@ -1,4 +1,4 @@
-"""Awkward and hostile image files, through the dataset (models.data: FaceDataset + make_loader)
+"""Awkward and hostile image files, through the dataset (models.data.datasets: FaceDataset + make_loader)
 and through MTCNN: a truncated JPEG, a zero-byte file, a 1x1 image, a 10000x10000 JPEG and a
 10000x10000 PNG header (decompression bombs), a 16-bit PNG (grey and RGB), a CMYK JPEG and an
 animated GIF (the first frame counts).

@@ -9,7 +9,7 @@ Every case goes through the command line's entry point (`converter.cli.main`, th
 - the output folder exactly as it was: an existing output (and its report) byte-identical, no new
   file, no temp file;
 - the source folder untouched.
-A few cases also run as real `python -m converter` processes (`test_real_process`).
+A few cases also run as real `python -m facenet_tf2pt.converter` processes (`test_real_process`).
 The bad sources are built on first use from the 128-d fixture (hard links where a file is reused),
 so `-k` runs build only what they need.
 """

@@ -20,7 +20,7 @@ FACE_BOX = (150, 20, 330, 200)      # Eileen Collins' face in skimage.data.astro
 
 
 def run_cli(*args, timeout=240):
-    """Run the `facenet` console script (`python -m models.cli`) in a fresh process."""
+    """Run the `facenet` console script (`python -m facenet_tf2pt.models.cli`) in a fresh process."""
     return helpers.run_cli(*args, module="facenet_tf2pt.models.cli", timeout=timeout)
 
 
@@ -351,3 +351,24 @@ def test_embed_detect_cli(photo, weights, tmp_path):
         assert z["skipped_reasons"].tolist() == ["no face detected"]
         np.testing.assert_allclose(np.linalg.norm(z["embeddings"], axis=1), 1.0, atol=1e-5)
         assert json.loads(str(z["meta"]))["detect"] is True
+
+
+def test_missing_pretrained_weights_message_is_shown_whole(crops, tmp_path, monkeypatch, capsys):
+    """The CLI prints the whole actionable message the Python API raises (where it looked, why
+    nothing was downloaded, the command that makes the file), not just its first line."""
+    import facenet_tf2pt.models.hub.pretrained as pretrained
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FACENET_HOME", str(empty))
+    monkeypatch.setattr(pretrained, "search_dirs", lambda: [("$FACENET_HOME", empty)])
+    monkeypatch.setattr(pretrained, "hub_checkpoints_dir", lambda: tmp_path / "hub")
+    with pytest.raises(FileNotFoundError) as raised:
+        pretrained.resolve_inception_weights("ci-fixture")
+    api_message = str(raised.value)
+    assert "\n" in api_message and "make checkpoints" in api_message
+    rc = main(["embed", str(crops), "-o", str(tmp_path / "e.npz"), "--pretrained", "ci-fixture", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert api_message in err and str(empty) in err, err
+    assert not (tmp_path / "e.npz").exists()

@@ -14,10 +14,8 @@ read its peak memory (ru_maxrss of the child) back.
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
-import resource
 import stat
 import subprocess
 import sys
@@ -49,7 +47,7 @@ def measured(*args, module="facenet_tf2pt.models.cli", cwd=REPO):
     """Run `python -m module args` in a child: (returncode, stdout, stderr, peak RSS in KiB)."""
     res = subprocess.run([sys.executable, "-c", _MEASURED, str(CASE_TIMEOUT), sys.executable, "-m", module,
                           *map(str, args)], capture_output=True, text=True, timeout=CASE_TIMEOUT + 60,
-                         cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)))
+                         cwd=cwd)   # facenet_tf2pt resolves from any cwd (installed, or PYTHONPATH)
     tail = res.stderr.rstrip().splitlines()[-1]
     assert tail.startswith("@@ rc="), res.stderr
     rc_text, rss_text = tail[len("@@ rc="):].split(" maxrss_kb=")
@@ -438,8 +436,7 @@ def test_absurd_shape_through_pretrained_and_verify(good_sd, tmp_path):
             f"try:\n    model_from_state_dict(load_weights({str(w)!r}))\nexcept ConversionError as e:\n"
             "    print('B', e)\n")
     res = subprocess.run([sys.executable, "-c", _MEASURED, str(CASE_TIMEOUT), sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=CASE_TIMEOUT + 60, cwd=REPO,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+                         capture_output=True, text=True, timeout=CASE_TIMEOUT + 60, cwd=REPO)
     rss = int(res.stderr.rsplit("maxrss_kb=", 1)[1])
     assert "A " in res.stdout and "B " in res.stdout and res.stdout.count("last_linear.weight") == 2, res.stderr
     assert rss < RSS_LIMIT_KB

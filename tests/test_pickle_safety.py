@@ -3,8 +3,8 @@
 - det*.npy (the only pickles the converter must read) go through a restricted unpickler: every
   opcode route to a callable (GLOBAL, STACK_GLOBAL, INST, persistent ids) is refused, through
   `facenet-convert mtcnn` and `verify-mtcnn` alike.
-- `.pt` files are loaded weights-only by every loader in the project: models.serialization,
-  MTCNN(weights=...), the registry's resolvers, models.embed, and the CLIs that take weights.
+- `.pt` files are loaded weights-only by every loader in the project: models.hub.serialization,
+  MTCNN(weights=...), the registry's resolvers, models.data.embed, and the CLIs that take weights.
 - A static audit of the project's source: every torch.load / np.load call says weights_only=True
   / allow_pickle=False, and no other unpickling exists beside the restricted one.
 Each payload would create a marker file if it ran; the tests assert that it does not exist.

@@ -1,4 +1,4 @@
-"""models.resample.resize_area against OpenCV's own cv2.resize(INTER_AREA), which Sandberg's
+"""models.detection.resample.resize_area against OpenCV's own cv2.resize(INTER_AREA), which Sandberg's
 detect_face uses: identical results (not merely close) on random uint8 and float64 images, for
 shrinking (fractional and integer factors) and, in float64, enlarging."""
 from __future__ import annotations

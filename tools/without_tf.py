@@ -1,7 +1,7 @@
 """Run a module or script as if TensorFlow were not installed: `import tensorflow` raises ImportError.
 
-    python tools/without_tf.py -m converter convert SRC -o OUT.pt
-    python tools/without_tf.py --also torch -m converter convert SRC -o OUT.pt   # torch blocked too
+    python tools/without_tf.py -m facenet_tf2pt.converter convert SRC -o OUT.pt
+    python tools/without_tf.py --also torch -m facenet_tf2pt.converter convert SRC -o OUT.pt   # torch blocked too
     python tools/without_tf.py script.py ARGS...
 
 Used by the tests and the benchmark to prove (and time) the paths that must work without TF

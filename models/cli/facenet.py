@@ -6,9 +6,9 @@
     facenet evaluate-lfw LFW_DIR --pairs pairs.txt (--weights FILE | --pretrained NAME) [--roc roc.png]
     facenet align IN_DIR OUT_DIR [--image-size 182] [--margin 44] [--random-order] [--detect-multiple-faces]
 
-Exit codes (models/options.py): 0 ok; 2 bad input or environment fault (a one-line message on
+Exit codes (models/cli/options.py): 0 ok; 2 bad input or environment fault (a one-line message on
 stderr naming the file or option); 3 internal error (a bug). No output may be an input or another
-output (models/paths.py). Images are face crops unless ``--detect`` (MTCNN) is given.
+output (models/common/paths.py). Images are face crops unless ``--detect`` (MTCNN) is given.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     _add_model_args(p)
 
-    from ..detection.align_dataset import add_align_command  # Sandberg's align_dataset_mtcnn.py (models/align_dataset.py)
+    from ..detection.align_dataset import add_align_command  # Sandberg's align_dataset_mtcnn.py (models/detection/align_dataset.py)
 
     add_align_command(sub)
     return parser
@@ -131,7 +131,7 @@ def _embedder(args, flip: bool = False, selection_method: str | None = None):
         lm = load_model(weights=args.weights, pretrained=args.pretrained, device=device,
                         standardization=args.standardization)
     except ModelLoadError as e:
-        raise InputError(str(e)) from None
+        raise InputError(str(e)) from e    # keeps guided()'s view of the cause
     workers = args.workers
     if workers is None:
         workers = 0 if device == "cpu" else min(4, os.cpu_count() or 1)
@@ -142,7 +142,7 @@ def _embedder(args, flip: bool = False, selection_method: str | None = None):
         try:
             emb.detector
         except ModelLoadError as e:
-            raise InputError(str(e)) from None
+            raise InputError(str(e)) from e
     return emb, lm
 
 

@@ -4,7 +4,8 @@ mapping of failures to exit codes.
 
 Exit codes: 0 ok; 1 parity outside tolerance (facenet-convert only; nothing else); 2 bad input or
 environment fault (a bad file or option, a full disk, a name too long, out of memory), one line
-naming it; 3 internal error, a bug (traceback printed); 130 interrupted.
+naming it (our own instructions, such as where weights were looked for and the command that makes
+them, are printed whole); 3 internal error, a bug (traceback printed); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -46,16 +47,26 @@ def one_line(msg: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def guided(e: BaseException | None) -> bool:
+    """Whether `e` (or what it was raised from) is one of our messages that is a set of
+    instructions (where we looked, the command to run): printed whole, not cut to one line."""
+    while e is not None:
+        if getattr(e, "guided", False):
+            return True
+        e = e.__cause__
+    return False
+
+
 def run_guarded(command: Callable[[], int], *, prefix: str, bad_input: tuple = (), parity: tuple | type = (),
                 first_line_only: bool = False) -> int:
     """Run a CLI command and turn what it raises into the exit codes above."""
-    def say(text: str) -> None:
-        print(f"{prefix}: {one_line(text) if first_line_only else text}", file=sys.stderr)
+    def say(text: str, whole: bool = False) -> None:
+        print(f"{prefix}: {one_line(text) if first_line_only and not whole else text}", file=sys.stderr)
 
     try:
         return command()
     except bad_input as e:
-        say(str(e))
+        say(str(e), whole=guided(e))
         return EXIT_BAD_INPUT
     except parity as e:
         print(f"parity: {e}", file=sys.stderr)

@@ -161,7 +161,7 @@ def scan_tree(root, skipped: list | None = None) -> tuple[list[str], list[str]]:
 
     Sorted: labels alphabetically, then paths within a label. Hidden files and folders are ignored.
     Each real file is found once; links are followed only inside the tree (see
-    `models.paths.walk_files`); what was not walked (links out of the tree or in a loop,
+    `models.common.paths.walk_files`); what was not walked (links out of the tree or in a loop,
     unreadable folders, FIFOs) is appended to ``skipped`` as (path, reason).
     """
     root = Path(root)

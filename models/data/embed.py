@@ -5,7 +5,7 @@ Two modes:
 - crops (default): images are already face crops; each is resized to ``image_size`` (160),
   standardized as the model expects, and embedded. Decoding and resizing run in the DataLoader
   workers.
-- detect: raw photos; the DataLoader workers decode, MTCNN (``models.mtcnn``) crops the face on
+- detect: raw photos; the DataLoader workers decode, MTCNN (``models.detection.mtcnn``) crops the face on
   the main process, batched over equal-sized photos; a photo with no face is skipped with the
   reason "no face detected".
 
@@ -112,7 +112,7 @@ class Detector:
             try:
                 from ..detection.mtcnn import MTCNN
             except ImportError as e:
-                raise ModelLoadError(f"--detect needs MTCNN (models/mtcnn.py): {e}") from e
+                raise ModelLoadError(f"--detect needs MTCNN (models/detection/mtcnn.py): {e}") from e
             kwargs = dict(image_size=image_size, margin=margin, device=device)
             params = inspect.signature(MTCNN).parameters
             if "post_process" in params:
@@ -220,7 +220,7 @@ class Embedder:
     None for each. ``flip=True`` appends the embedding of the horizontally flipped crop (2*D values per image,
     as Sandberg's ``--use_flipped_images``).
     ``engine``: 'fused' (default) runs ``model.fuse()`` -- BatchNorm folded, the same embeddings as the
-    plain model to ~1e-6, its engine chosen for this CPU and ``batch_size`` by models/engine_rules.py
+    plain model to ~1e-6, its engine chosen for this CPU and ``batch_size`` by models/engines/engine_rules.py
     (oneDNN Graph for small batches, the eager fused model for large ones); 'plain' runs the model
     as given; 'graph' runs ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once for the
     batch shape, ~3-7 s). With oneDNN Graph short batches are padded to the batch size (one compile).

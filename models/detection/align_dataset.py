@@ -3,7 +3,7 @@
 For every image ``IN_DIR/<class>/<name>.*`` (classes sorted; images sorted here, in ``os.listdir``
 order in his script): read it as ``scipy.misc.imread`` did (palette -> RGB or RGBA, 1-bit -> L),
 grey -> 3 channels, keep channels 0..2; detect with his MTCNN (minsize 20, thresholds 0.6/0.7/0.7,
-factor 0.709, reproduced by models.detect); keep the face maximizing ``area - 2 * squared offset
+factor 0.709, reproduced by models.detection.detect); keep the face maximizing ``area - 2 * squared offset
 of the box centre from the image centre`` (or every face with ``--detect-multiple-faces``); widen
 the box by ``margin / 2`` on each side, clip it to the image, truncate to integers; crop and resize
 to ``image_size`` with PIL's bilinear filter (``scipy.misc.imresize(..., interp='bilinear')`` is

@@ -3,13 +3,13 @@
 Boxes are in MATLAB-style 1-based pixel coordinates, ``[x1, y1, x2, y2]`` inclusive, as his. The
 pyramid starts at ``12 / min_face_size`` and shrinks by ``factor`` while the short side stays
 >= 12 px; each level is resized from the full image with OpenCV's INTER_AREA, rounded to uint8 when
-the image holds uint8 values (models/resample.py, bit-identical to cv2.resize). P-Net boxes come
+the image holds uint8 values (models/detection/resample.py, bit-identical to cv2.resize). P-Net boxes come
 from a 12 px window with stride 2, in his order (column-major per image) and with his quirk for a
 single candidate (regression read from the mirrored column). NMS is greedy: 0.5 within a scale,
 0.7 across scales and after R-Net, 0.7 "Min" after O-Net; equal scores are taken later box first,
 as his loop over a stable argsort. Boxes are squared (``rerec``), truncated (``np.fix``), and the
 zero-padded crops resized to 24 x 24 / 48 x 48 as float64 patches, unrounded
-(models/crop_resize.py). All images of a batch and all candidate boxes go through each step
+(models/detection/crop_resize.py). All images of a batch and all candidate boxes go through each step
 together: no Python loop per box.
 
 Measured against his code under TensorFlow (tests/test_mtcnn_sandberg.py): the same faces on every

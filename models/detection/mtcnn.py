@@ -33,7 +33,7 @@ __all__ = ["MTCNN", "PNet", "RNet", "ONet", "default_weights_dir", "load_net", "
 
 SELECTION_METHODS = ("largest", "probability", "largest_over_threshold", "center_weighted_size")
 _EXTRACT_SUPERSAMPLE_CAP = 8
-# Largest image (width x height) MTCNN accepts by default: ~50 MP, the bound models.data.load_image
+# Largest image (width x height) MTCNN accepts by default: ~50 MP, the bound models.data.datasets.load_image
 # decodes to. Detection needs a float copy of the frame plus its pyramid (about 25-30 bytes per
 # pixel at peak): a bigger frame is refused with a message rather than risking several GB.
 MAX_PIXELS = 50_000_000
@@ -86,7 +86,7 @@ def _check_size(height: int, width: int, max_pixels: int | None) -> None:
         raise ValueError(
             f"image of {width}x{height} = {width * height / 1e6:.0f} MP is over MTCNN's limit of "
             f"{max_pixels / 1e6:.0f} MP (max_pixels): detection would need several GB of memory. "
-            f"Downscale it first (models.data.load_image does), or build MTCNN(max_pixels=None)")
+            f"Downscale it first (models.data.datasets.load_image does), or build MTCNN(max_pixels=None)")
 
 
 def _pil_to_rgb_array(img) -> np.ndarray:
@@ -172,7 +172,7 @@ class MTCNN(nn.Module):
     pnet/rnet/onet ``.pt`` or ``.safetensors`` (default: the committed ``checkpoints/mtcnn``).
     align: crop with a 5-point similarity transform (eyes, nose, mouth corners onto a template).
     max_pixels: the largest image (width x height) accepted; bigger ones raise ValueError (None:
-    no limit; the default, ~50 MP, is what models.data.load_image decodes large photos down to).
+    no limit; the default, ~50 MP, is what models.data.datasets.load_image decodes large photos down to).
     """
 
     def __init__(
@@ -186,7 +186,7 @@ class MTCNN(nn.Module):
         select_largest: bool = True,
         selection_method: str | None = None,
         keep_all: bool = False,
-        device=None,
+        device: torch.device | str | None = None,
         weights: str | os.PathLike | None = None,
         align: bool = False,
         max_pixels: int | None = MAX_PIXELS,

@@ -2,31 +2,9 @@
 
 Engines: "fused-onednn" (BatchNorm folded, prepacked oneDNN convs with fused post-ops, big batches
 split over single-threaded workers), "fused-aten" (BatchNorm folded, ATen's convs), "graph" (oneDNN
-Graph compiled per input shape, models/onednn_graph.py). The rules come from measurements:
-
-* `python -m benchmarks.engine_rules --batches 1,8,16,32` (512-d model, one process, 9 interleaved
-  rounds, best round, x the plain model), 2-core AMD EPYC VM with AVX-512, 2 torch threads, while
-  other jobs kept the load average near 8 (absolute figures meaningless, the order is what counts):
-
-      batch   fused-onednn  fused-aten  graph
-        1         2.93         2.48      6.16
-        8         1.44         1.08      1.78   (ratio of medians: 1.86 / 1.51 / 1.67)
-       16         5.16         3.15      1.98
-       32         4.22         3.73      1.85
-
-* the same, AVX2 class emulated (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), load near 9.5;
-  ratio of the medians (best rounds were dominated by the neighbours at batch 1):
-
-      batch   fused-onednn  fused-aten  graph
-        1         1.77         1.97      2.79
-        8         0.75         1.08      1.81
-       16         5.76         6.42      3.08
-       32         6.86         7.31      3.33
-
-* the same machine, quiet (models/fused.py, models/onednn_graph.py, README "Performance"): graph
-  1.4x the eager fused model at batch 1, equal to it at batch 32;
-* an AVX2-only AMD EPYC (issue 12's report), x TF: batch 1 eager fused 0.43, plain 0.68, graph
-  1.95; batch 32 eager fused 1.27, graph 1.30.
+Graph compiled per input shape, models/engines/onednn_graph.py). The rules come from measurements
+(`python -m benchmarks.engine_rules`; the tables and the machines they were taken on are in
+docs/benchmarks.md, "Engine rules").
 
 So: oneDNN Graph for up to GRAPH_MAX_BATCH images per call (its compile, ~3 s, is paid once per
 batch size), the eager fused model above it (as fast as the graph or faster, no compile, any shape,
@@ -77,7 +55,7 @@ def eager_impl(caps: CpuCaps, device: torch.device, dtype: torch.dtype) -> tuple
         return "aten", (f"CPU class {caps.isa_class} not measured: ATen's convs (the plain model's kernels, "
                         f"BatchNorm folded)")
     return "onednn", (f"{caps.isa_class}: prepacked oneDNN convs with fused ReLU/residual, the fastest eager "
-                      f"engine measured at large batches (models/engine_rules.py)")
+                      f"engine measured at large batches (models/engines/engine_rules.py)")
 
 
 def choose_engine(caps: CpuCaps, device, dtype: torch.dtype, batch_size: int | None) -> EngineDecision:
@@ -88,7 +66,7 @@ def choose_engine(caps: CpuCaps, device, dtype: torch.dtype, batch_size: int | N
     if (batch_size is not None and batch_size <= limit and device.type == "cpu" and dtype == torch.float32
             and caps.onednn_graph):
         return EngineDecision("graph", f"{caps.isa_class}, batch {batch_size} <= {limit}: oneDNN Graph, compiled "
-                                       f"once per input shape, fastest at small batches (models/engine_rules.py)",
+                                       f"once per input shape, fastest at small batches (models/engines/engine_rules.py)",
                               caps.isa_class, batch_size)
     if batch_size is not None and limit and impl == "onednn":
         reason += f"; batch {batch_size} > {limit}: eager equals oneDNN Graph without its per-shape compile"

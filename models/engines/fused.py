@@ -17,40 +17,23 @@ The fused copy computes the same function with these changes (exact algebra; onl
   "batch-parallel workers" below);
 * no Dropout, no autograd: an inference-only module (`.train()` raises).
 
-Measured side by side on a 2-core AVX-512 VM (no AMX), images/s at batch 32 / batch 1, float32,
-relative to the step before: BN folded + channels_last 1.52x / 1.43x the plain model; residual
-scale folded +4% / +5%; oneDNN prepacked weights with fused post-ops +5% / +6%; ATen for tiny maps
-~0 / +3%; batch-parallel workers +8% / n.a. -- in all 1.83x / 1.64x the plain model. Tried and not
-kept: merging each block's parallel 1x1 convs into one conv (`merge_1x1=True`: no gain at batch 1,
--3..5% at batch 32 from copying the split channel slices); torch.jit trace+freeze (+5% at batch 1
-on the ATen path only; the oneDNN ops don't trace) and optimize_for_inference (its mkldnn-layout
-rewrite was 20% slower); torch.compile (inductor emits the same oneDNN calls: slower than this
-module at both batch sizes, after 5-35 s of compiling; see benchmarks/bench_inference.py).
-
-What limits batch 1: each oneDNN conv call costs ~35-45 us before any arithmetic (primitive
-descriptor, memory descriptors, scratchpad allocation; measured on a 16->16 1x1 conv over a 4x4 map,
-where ATen's conv takes 4.5 us and addmm 5 us), and a forward makes ~100 of them: ~4 ms of its
-~22 ms. Tried against it, in-model at batch 1 / 32 (11 interleaved rounds, noise about +-3%): every
-1x1 conv as an addmm on the NHWC view (+1% / -2%), merged 1x1 heads (+3% / 0%), both (+1%), ATen's
-conv for all maps <= 400 pixels (+5% in one run, not repeatable), OMP_WAIT_POLICY / GOMP_SPINCOUNT /
-OMP_PROC_BIND (within noise). None kept: no change beyond the noise. What does remove that cost is
-compiling the graph once per input shape: `impl='graph'` (models/onednn_graph.py), 1.4x at batch 1.
+Why each of these is there, with the measurements behind it (the ablation, the per-call cost of
+eager oneDNN convs at batch 1, what was tried and not kept): docs/benchmarks.md.
 
 `dtype=torch.bfloat16` keeps conv weights and activations in bfloat16 (float32 accumulation inside
 oneDNN/cuDNN). The first conv (3->32, 0.4% of the FLOPs) stays float32 so the image isn't rounded,
 and the head (average pool, bottleneck, logits, L2 normalisation) runs in float32: float32 in and
 out, like the plain model. It is meant for bulk embedding on CPUs with AMX (or AVX512-BF16) and on
-GPUs. Without them (models/cpu_caps.py decides) a RuntimeWarning says it is slower than float32:
-on AVX-512 without BF16 oneDNN emulates bfloat16 (2.5-4x slower than float32); where oneDNN has no
+GPUs. Without them (models/engines/cpu_caps.py decides) a RuntimeWarning says it is slower than float32:
+on AVX-512 without BF16 oneDNN emulates bfloat16 (several times slower than float32); where oneDNN has no
 bfloat16 convs at all (AVX2-only x86, most aarch64) the same fused model runs on ATen's generic
-convs, which work on any CPU and are several times slower (a batch of 2: 0.23 s vs 0.05 s for the
-plain float32 model, first calls, under ONEDNN_MAX_CPU_ISA=AVX2).
+convs, which work on any CPU and are several times slower (docs/benchmarks.md).
 float16 alike (oneDNN float16 convs need AVX512-FP16 / AMX-FP16). impl='onednn' given explicitly
 raises instead of falling back.
 
 `impl='auto'` (the default) picks the engine per CPU class and batch size by the measured rules in
-models/engine_rules.py: on a CPU, float32, batches up to a few images go to oneDNN Graph
-(models/onednn_graph.py, compiled once per input shape), bigger ones to this eager module. The
+models/engines/engine_rules.py: on a CPU, float32, batches up to a few images go to oneDNN Graph
+(models/engines/onednn_graph.py, compiled once per input shape), bigger ones to this eager module. The
 decision and its reason are on the module: `engine_decision` (the eager part) and
 `decision_for(batch)`.
 
@@ -89,7 +72,7 @@ _ATEN_MAX_ROWS = 16
 
 
 def native_cpu_bf16() -> bool:
-    """Whether oneDNN computes bfloat16 in hardware here (AMX tiles or AVX512-BF16): models/cpu_caps.py."""
+    """Whether oneDNN computes bfloat16 in hardware here (AMX tiles or AVX512-BF16): models/engines/cpu_caps.py."""
     return cpu_caps.current().bf16 == "native"
 
 
@@ -392,10 +375,10 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
 
     dtype: torch.float32, or torch.bfloat16 / torch.float16 (a RuntimeWarning where it runs slower
       than float32; see the module doc).
-    impl: 'auto' = the measured rules of models/engine_rules.py (CPU class, dtype; on CPU float32 also
+    impl: 'auto' = the measured rules of models/engines/engine_rules.py (CPU class, dtype; on CPU float32 also
       oneDNN Graph for small batches); 'onednn' (prepacked weights, fused post-ops; raises where
       oneDNN can't run `dtype`), 'aten' (ATen's convs, any device) or 'graph' (oneDNN Graph only,
-      compiled per input shape: models/onednn_graph.py) force one.
+      compiled per input shape: models/engines/onednn_graph.py) force one.
     merge_1x1: run each block's parallel 1x1 convs as one conv (measured slower on CPU; off).
     workers: see FusedInceptionResNetV1 (CPU batch splitting; 'auto', an int, or 1 for off).
     The model is read, never modified; the copy lives on the model's device.

@@ -1,20 +1,19 @@
 """`model.fuse(impl="graph")`: InceptionResNetV1 compiled by oneDNN Graph, per input shape (CPU, float32).
 
-Why: through PyTorch's eager oneDNN ops every conv call costs ~35-45 us before any arithmetic
-(primitive descriptor, memory descriptors, scratchpad), ~100 calls a forward, ~4 ms of the ~22 ms a
-batch of 1 takes on a 2-core machine. oneDNN Graph (PyTorch's TorchScript "LLGA" fuser) compiles the
-frozen graph into fused partitions once and then just executes them: measured 65 vs 45 images/s at
-batch 1 (1.4x `fuse()`'s default path; about equal at batch 32, where that per-call cost is small).
+Why: through PyTorch's eager oneDNN ops every conv call pays a fixed set-up cost before any
+arithmetic, about a hundred times a forward, which dominates at batch 1. oneDNN Graph (PyTorch's
+TorchScript "LLGA" fuser) compiles the frozen graph into fused partitions once and then just
+executes them (figures: README "Performance", derivation: docs/benchmarks.md).
 
 How: the plain model's backbone + bottleneck (`prelogits`, BatchNorm included) is traced and frozen
 for one exact input shape (freezing folds each BatchNorm into its conv), with oneDNN fusion switched on
 while it is traced and for its first two runs (the profiling run and the one that compiles); the
 switch is a process-wide TorchScript flag, so it is restored right after. The logits or the L2
-normalisation run eagerly on the result. Each new input shape costs one compile (~3 s here), so this
+normalisation run eagerly on the result. Each new input shape costs one compile (seconds), so this
 suits a fixed batch size (a service, a loader with a fixed batch); at most `max_shapes` compiled graphs
-are kept (least recently used dropped). Each holds its own frozen weights and oneDNN's packed copies:
-measured +364 MB resident for the first shape of the 512-d model, +215-230 MB for each further one.
-Embeddings equal the plain model's to ~1e-6 (tests: <= 1e-5).
+are kept (least recently used dropped), each holding its own frozen weights and oneDNN's packed
+copies (a few hundred MB for the 512-d model: docs/benchmarks.md). Embeddings equal the plain
+model's to ~1e-6 (tests: <= 1e-5).
 """
 from __future__ import annotations
 

