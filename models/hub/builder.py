@@ -144,8 +144,7 @@ def load_weights(model: InceptionResNetV1, weights: str | os.PathLike, *, downlo
                  progress: bool = True) -> InceptionResNetV1:
     """Load `weights` (registry name or file) into `model` strictly, after checking every key,
     shape and value; the model's sizes must match the weights'. Returns the model."""
-    state_dict, emb, n_cls = resolve_pretrained(weights, model.embedding_size, model.num_classes,
-                                                download=download, progress=progress)
+    state_dict, emb, n_cls = resolve_pretrained(weights, download=download, progress=progress)   # sizes from the file
     if emb != model.embedding_size or n_cls != model.num_classes:
         raise ModelLoadError(f"{weights}: weights for embedding_size={emb}, num_classes={n_cls}; the model has "
                              f"embedding_size={model.embedding_size}, num_classes={model.num_classes}")
