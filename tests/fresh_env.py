@@ -76,14 +76,27 @@ def venv_site_packages(venv: Path) -> Path:
     return Path(r.stdout.strip())
 
 
+def _dependencies_view(dest: Path) -> Path:
+    """A folder of links to everything in this venv's site-packages except facenet_tf2pt itself
+    (package, dist-info, editable finder), however it is installed there (editable or not)."""
+    dest.mkdir(parents=True)
+    for lib in dict.fromkeys(Path(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")):
+        for entry in lib.iterdir():
+            own = entry.name.lower().startswith(("facenet_tf2pt", "__editable__"))
+            if not own and entry.suffix != ".pth" and not (dest / entry.name).exists():
+                (dest / entry.name).symlink_to(entry)
+    return dest
+
+
 def fresh_venv(venv: Path) -> Path:
-    """A new venv (no pip) whose site-packages lists this venv's site-packages in a .pth file: the
-    dependencies import, but that folder's own .pth files are not processed (a .pth line only adds a
-    path), so the editable install of facenet_tf2pt that may live there stays inactive. Returns the
-    venv's python."""
+    """A new venv (no pip) whose site-packages has a .pth file naming a view of this venv's
+    site-packages without facenet_tf2pt: the dependencies (torch, numpy, scikit-image, ...) import,
+    facenet_tf2pt does not until it is installed there. (A .pth line only adds a path: .pth files
+    inside it are not processed, so no editable finder could activate either.) Returns its python."""
     run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv_python(venv)
-    (venv_site_packages(venv) / "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    view = _dependencies_view(venv.parent / f"{venv.name}-dependencies")
+    (venv_site_packages(venv) / "test-dependencies.pth").write_text(f"{view}\n")
     return python
 
 

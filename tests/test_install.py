@@ -90,12 +90,14 @@ with torch.no_grad():
     emb = model(fixed_image_standardization(pixels))
 mtcnn = MTCNN()
 boxes, probs = mtcnn.detect(astronaut())
+# The installed package carries hubconf.py (the repository root is the package): torch.hub works on it.
+hub_model = torch.hub.load(facenet_tf2pt.__path__[0], "inception_resnet_v1", source="local")
 print(json.dumps({
     "package": facenet_tf2pt.__file__,
     "mtcnn_weights": str(mtcnn.weights_dir),
     "emb_shape": list(emb.shape), "emb_norms": emb.norm(dim=1).tolist(),
     "faces": 0 if boxes is None else len(boxes), "prob": None if probs is None else float(probs[0]),
-    "models": list_models(),
+    "models": list_models(), "hub_model_class": type(hub_model) is InceptionResNetV1,
     "top_level_loaded": sorted(m for m in ("models", "converter", "checkpoints") if m in sys.modules),
     "editable_finders": sorted(m for m in sys.modules if m.startswith("__editable__")),
 }))
@@ -114,6 +116,7 @@ def test_installed_package_works_from_a_project_with_its_own_models_folder(insta
     assert got["top_level_loaded"] == [] and got["editable_finders"] == []
     assert got["emb_shape"] == [2, 512] and all(abs(n - 1) < 1e-5 for n in got["emb_norms"])
     assert got["faces"] == 1 and got["prob"] > 0.99
+    assert got["hub_model_class"]
     assert {"inception_resnet_v1.vggface2", "inception_resnet_v1.ci-fixture", "mtcnn.sandberg"} <= set(got["models"])
 
 
