@@ -61,6 +61,18 @@ def test_models_never_import_converter_or_tensorflow():
     assert not bad, bad
 
 
+def test_everything_imports_through_the_namespace():
+    """No file imports a bare `models`, `converter` or `checkpoints` (they exist only as
+    facenet_tf2pt.*; run from the repository root such an import would find the folder and pass
+    here while failing for every user)."""
+    bare = ("models", "converter", "checkpoints")
+    bad = [f"{p.relative_to(REPO)} imports {name}" for folder in ("models", "converter", "tests", "benchmarks", "tools")
+           for p in _sources(folder) for name in _imports(p) if name.split(".")[0] in bare]
+    bad += [f"hubconf.py imports {name}" for name in _imports(REPO / "hubconf.py") if name.split(".")[0] in bare] \
+        if (REPO / "hubconf.py").is_file() else []
+    assert not bad, bad
+
+
 @pytest.mark.parametrize("part, forbidden", [
     ("nets", {"engines", "hub", "detection", "data", "cli"}),
     ("common", {"nets", "engines", "hub", "detection", "data", "cli"}),
