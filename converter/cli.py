@@ -110,14 +110,14 @@ def _cmd_check_export(args) -> int:
 def _add_export_parsers(sub) -> None:
     for name, help_text in (("export", "converted weights -> ONNX (.onnx), torch.export (.pt2) or TorchScript "
                                        "(.ts), checked for parity"),
-                            ("check-export", "parity of an exported .onnx / .pt2 / .ts against weights")):
+                            ("check-export", "parity of an exported .onnx against weights (exit 1 when they differ)")):
         e = sub.add_parser(name, help=help_text)
         if name == "export":
             e.add_argument("weights", metavar="WEIGHTS", help="converted .pt / .safetensors, or a registry name")
             e.add_argument("-o", "--output", required=True, help="OUT.onnx, OUT.pt2 or OUT.ts (format from the suffix)")
             e.set_defaults(func=_cmd_export)
         else:
-            e.add_argument("artifact", metavar="EXPORTED", help="an exported .onnx, .pt2 or .ts")
+            e.add_argument("artifact", metavar="MODEL.onnx", help="an exported .onnx (run by onnxruntime)")
             e.add_argument("weights", metavar="WEIGHTS", help="converted .pt / .safetensors, or a registry name")
             e.set_defaults(func=_cmd_check_export)
         e.add_argument("--classify", action="store_true", help="the graph returns the logits (models with Logits)")

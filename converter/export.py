@@ -13,7 +13,8 @@ Every export is checked before it is delivered: the written file is loaded back 
 runtime (onnxruntime, torch.export.load, torch.jit.load) and run on a seeded batch of 3 and a batch
 of 1 (a batch size the export never saw, so the batch really is dynamic); the largest difference
 from the PyTorch model must be within the tolerance, or the file is not written. `check_export`
-runs the same comparison on an existing file against any weights. No TensorFlow here.
+runs the same comparison on an existing .onnx file against any weights (an ONNX graph is data;
+a .pt2 or .ts from elsewhere is never loaded: both run code from the file). No TensorFlow here.
 """
 from __future__ import annotations
 
@@ -184,11 +185,6 @@ def _write_pt2(model, path: Path, image_size: int, output_name: str, meta: dict)
     path.write_bytes(buf.getvalue())
 
 
-def _load_pt2(path: Path):
-    with open(path, "rb") as f:   # a file object: any name (the temp file's too) is read as .pt2
-        return torch.export.load(f).module()
-
-
 def _write_ts(model, path: Path, image_size: int, output_name: str, meta: dict) -> None:
     torch.jit.save(torch.jit.script(model), path, _extra_files={"facenet_tf2pt.json": _json(meta)})
 
@@ -222,10 +218,21 @@ def _torch_runner(module) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+def _load_own_artifact(fmt: str, path: Path):
+    """The .pt2 / .ts that `export` wrote a moment ago into its own fresh temp file, loaded back.
+    These are the project's only calls of torch.jit.load and torch.export.load (the safety audit,
+    tests/test_pickle_safety.py, allows them here alone): both run code from the file (TorchScript,
+    and a pickle fallback in torch.export.load), so a file a user hands in is never given to them."""
+    if fmt == "torchscript":
+        return torch.jit.load(path, map_location="cpu")
+    with open(path, "rb") as f:   # a file object: the temp file's name does not end in .pt2
+        return torch.export.load(f).module()
+
+
 RUNNERS: dict[str, Callable] = {
-    "onnx": _onnx_runner,
-    "torch.export": lambda path: _torch_runner(_load_pt2(path)),
-    "torchscript": lambda path: _torch_runner(torch.jit.load(path, map_location="cpu")),
+    "onnx": _onnx_runner,   # onnxruntime runs the graph's standard operators: nothing from the file executes
+    "torch.export": lambda path: _torch_runner(_load_own_artifact("torch.export", path)),
+    "torchscript": lambda path: _torch_runner(_load_own_artifact("torchscript", path)),
 }
 
 
@@ -302,9 +309,13 @@ class _Discard(Exception):
 def check_export(artifact: str | os.PathLike, weights: str | os.PathLike, *, classify: bool = False,
                  image_size: int = 160, seed: int = 0, atol: float = DEFAULT_ATOL, download: bool = True,
                  progress: bool = True) -> ExportReport:
-    """Parity of an exported file (any of the three formats) against `weights`, as after `export`."""
+    """Parity of an exported .onnx file against `weights` (as `export` checks it before delivering)."""
     artifact = Path(artifact)
     fmt = export_format(artifact)
+    if fmt != "onnx":
+        raise ExportError(f"{artifact}: only an .onnx file is checked here; loading a .pt2 or .ts runs code from "
+                          f"the file (TorchScript, pickles), which this project never does with a file it did not "
+                          f"just write. `export` checks its .pt2 / .ts before delivering them")
     path = weights_file(weights, download=download, progress=progress)
     check_run_paths(inputs=[artifact, path])
     if not artifact.is_file():
