@@ -198,6 +198,14 @@ def _json(meta: dict) -> str:
 WRITERS: dict[str, Callable] = {"onnx": _write_onnx, "torch.export": _write_pt2, "torchscript": _write_ts}
 
 
+def write_model(model: InceptionResNetV1, path: str | os.PathLike, fmt: str = "onnx", *,
+                image_size: int = 160) -> None:
+    """Write `model` (its current `classify` decides the output) in `fmt` without a parity check:
+    for callers that hold a model rather than a weights file (benchmarks/bench_inference.py)."""
+    name = "logits" if model.classify else "embeddings"
+    WRITERS[fmt](model.eval(), Path(path), image_size, name, {"producer": "facenet-tf2pt", "output": name})
+
+
 # ----------------------------------------------------------------------------------- runners
 
 def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
