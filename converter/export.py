@@ -121,6 +121,8 @@ def load_model(path: Path, classify: bool = False) -> tuple[InceptionResNetV1, s
     from ..models.hub.builder import inception_resnet_v1
     from ..models.hub.pretrained import default_registry
 
+    if not path.is_file():
+        raise ExportError(f"{path}: no such weights file (give a converted .pt / .safetensors or a registry name)")
     try:
         model = inception_resnet_v1(weights=path, classify=classify, download=False)
     except (KeyError, ValueError) as e:      # ModelLoadError, ChecksumError, classify without logits

@@ -105,7 +105,8 @@ x = np.load(sys.argv[1])
 files = json.loads(sys.argv[2])
 session = onnxruntime.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
 out = {"onnx": session.run(None, {session.get_inputs()[0].name: x})[0],
-       "onnx_one": session.run(None, {session.get_inputs()[0].name: x[:1]})[0]}
+       "onnx_one": session.run(None, {session.get_inputs()[0].name: x[:1]})[0],
+       "onnx_meta": np.array(json.dumps(session.get_modelmeta().custom_metadata_map))}
 with torch.no_grad():
     out["torchscript"] = torch.jit.load(files["torchscript"]).eval()(torch.from_numpy(x)).numpy()
     out["torch.export"] = torch.export.load(files["torch.export"]).module()(torch.from_numpy(x)).numpy()
@@ -126,6 +127,8 @@ def test_exported_files_run_without_this_package(exported, eager512, faces, tmp_
     assert res.returncode == 0, res.stderr[-3000:]
     want = _eager(eager512, faces)
     with np.load(tmp_path / "out.npz", allow_pickle=False) as got:
+        meta = json.loads(str(got["onnx_meta"]))
+        assert (meta["standardization"], meta["output"]) == ("fixed", "embeddings")   # says what to feed it
         assert got["onnx_one"].shape == (1, 512)
         np.testing.assert_allclose(got["onnx_one"], want[:1], rtol=0, atol=ATOL)
         for fmt in FILES:
