@@ -267,3 +267,13 @@ def test_export_that_fails_parity_is_exit_1_and_not_delivered(weights512, plante
     assert "FAIL" in captured.out and "not written" in captured.err
     assert out.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ts"]     # the temp file is gone
+
+
+def test_export_does_not_import_tensorflow(weights512, tmp_path):
+    """The whole export (model, TorchScript, parity) in a fresh process: TensorFlow never loaded."""
+    code = ("import sys\nfrom facenet_tf2pt.converter.cli import main\n"
+            f"rc = main(['export', {str(weights512)!r}, '-o', {str(tmp_path / 'm.ts')!r}])\n"
+            "sys.exit(rc or (3 if 'tensorflow' in sys.modules else 0))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "PASS" in res.stdout and (tmp_path / "m.ts").is_file()
