@@ -19,7 +19,6 @@ a .pt2 or .ts from elsewhere is never loaded: both run code from the file). No T
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import logging
 import os
@@ -169,8 +168,6 @@ def _batch_dim():
 
 
 def _write_onnx(model, path: Path, image_size: int, output_name: str, meta: dict) -> None:
-    if importlib.util.find_spec("onnxscript") is None:   # the dynamo exporter's op library
-        raise ExportError("ONNX export needs onnxscript (not installed): pip install '.[export]' in a checkout")
     with _quiet_exporter():
         program = torch.onnx.export(model, (_example(image_size),), dynamo=True, dynamic_shapes=_batch_dim(),
                                     input_names=["images"], output_names=[output_name], opset_version=ONNX_OPSET,
@@ -211,11 +208,8 @@ def write_model(model: InceptionResNetV1, path: str | os.PathLike, fmt: str = "o
 # ----------------------------------------------------------------------------------- runners
 
 def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ExportError(f"the ONNX parity check needs onnxruntime ({e}); pip install '.[export]' "
-                          f"in a checkout") from None
+    import onnxruntime as ort
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
@@ -268,13 +262,23 @@ def compare(fmt: str, artifact: Path, model: InceptionResNetV1, image_size: int,
     return diffs
 
 
-def _versions(fmt: str) -> dict:
-    v = {"torch": torch.__version__}
-    if fmt == "onnx":
-        import onnxruntime
-        import onnxscript
+ONNX_TOOLS = {"onnxscript": "torch.onnx's exporter", "onnxruntime": "the parity check", "onnx": "torch.onnx"}
+EXPORT_EXTRA = "pip install 'onnx>=1.17' 'onnxruntime>=1.20' 'onnxscript>=0.7.2,<0.8' (the [export] extra)"
 
-        v.update(onnxruntime=onnxruntime.__version__, onnxscript=onnxscript.__version__, opset=ONNX_OPSET)
+
+def _versions(fmt: str, needed: tuple[str, ...]) -> dict:
+    """Versions of what the format needs; ExportError naming the missing ones, before any work."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    v = {"torch": torch.__version__}
+    missing = []
+    for name in needed:
+        try:
+            v[name] = version(name)
+        except PackageNotFoundError:
+            missing.append(f"{name} ({ONNX_TOOLS.get(name, fmt)})")
+    if missing:
+        raise ExportError(f"{fmt} needs {', '.join(missing)}, not installed: {EXPORT_EXTRA}")
     return v
 
 
@@ -291,12 +295,13 @@ def export(weights: str | os.PathLike, output: str | os.PathLike, *, classify: b
     output = Path(output)
     path = weights_file(weights, download=download, progress=progress)
     check_run_paths(inputs=[path], outputs=[(output, tuple(FORMATS))])
+    versions = _versions(fmt, tuple(ONNX_TOOLS) if fmt == "onnx" else ())
     model, standardization = load_model(path, classify)
     output_name = "logits" if classify else "embeddings"
     report = ExportReport(artifact=str(output), format=fmt, weights=str(weights), output_name=output_name,
                           embedding_size=model.embedding_size, num_classes=model.num_classes,
                           image_size=image_size, standardization=standardization, seed=seed, atol=atol,
-                          versions=_versions(fmt))
+                          versions=versions)
     meta = {"producer": "facenet-tf2pt", "weights": Path(path).name, "output": output_name,
             "standardization": standardization, "input": f"(N, 3, {image_size}, {image_size}) float32"}
     try:
@@ -330,12 +335,13 @@ def check_export(artifact: str | os.PathLike, weights: str | os.PathLike, *, cla
     check_run_paths(inputs=[artifact, path])
     if not artifact.is_file():
         raise ExportError(f"{artifact}: no such exported file")
+    versions = _versions(fmt, ("onnxruntime",))
     model, standardization = load_model(path, classify)
     report = ExportReport(artifact=str(artifact), format=fmt, weights=str(weights),
                           output_name="logits" if classify else "embeddings", embedding_size=model.embedding_size,
                           num_classes=model.num_classes, image_size=image_size, standardization=standardization,
                           seed=seed, atol=atol, size=artifact.stat().st_size, sha256=sha256_file(artifact),
-                          versions=_versions(fmt))
+                          versions=versions)
     t0 = time.perf_counter()
     try:
         report.diffs = compare(fmt, artifact, model, image_size, seed)

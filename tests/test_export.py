@@ -277,3 +277,21 @@ def test_export_does_not_import_tensorflow(weights512, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "PASS" in res.stdout and (tmp_path / "m.ts").is_file()
+
+
+def test_missing_onnx_tools_are_named_with_the_install_command(weights512, tmp_path, monkeypatch, capsys):
+    """Without onnxscript (not in a plain install): exit 2 naming it and the extra, before any work."""
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name == "onnxscript":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert _convert_main(["export", weights512, "-o", tmp_path / "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "onnxscript" in err and "[export]" in err and "pip install" in err
+    assert list(tmp_path.iterdir()) == []
