@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, side by side, on one machine state.
 
 Builds the 512-d Sandberg-format fixture once, converts it, then measures: inference (TF frozen
-graph vs onnxruntime vs PyTorch plain / fuse() default / eager fused / oneDNN Graph / fused bf16,
+graph vs onnxruntime (tf2onnx) vs PyTorch plain / fuse() default / onnxruntime on our torch.onnx export /
+eager fused / oneDNN Graph / fused bf16,
 batch 1 and 32; rows this CPU can't run say "n/a (reason)"), conversion wall
 time and peak memory (with and without TensorFlow), MTCNN detection, and `facenet embed`.
 Prints the tables and writes everything as JSON (default out/bench.json). Timings are ratios

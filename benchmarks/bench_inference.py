@@ -1,5 +1,6 @@
 """Inference throughput, side by side in one process: TensorFlow frozen graph, onnxruntime (its tf2onnx
-export), PyTorch plain, `fuse(float32)`, `fuse(impl="graph")` (oneDNN Graph, compiled per batch size
+export), PyTorch plain, `fuse(float32)`, onnxruntime on our model's torch.onnx export (`facenet-convert
+export`; row `onnxruntime_torch_export`), `fuse(impl="graph")` (oneDNN Graph, compiled per batch size
 before timing; compile time reported), `fuse(bfloat16)`; images/s at batch 1 and 32, 160x160.
 
     python -m benchmarks.bench_inference [--tf-pb MODEL.pb [--pt-weights MODEL.pt]] [--json OUT.json]
@@ -9,7 +10,8 @@ the median round is reported, so a neighbour's load hits all of them alike; the 
 and after is recorded. Without `--pt-weights` the PyTorch model has seeded random weights (speed
 doesn't depend on them) and TF/PyTorch parity isn't reported. TensorFlow, tf2onnx and onnxruntime
 are imported only when a `.pb` is given (onnxruntime columns only if both are importable:
-`pip install '.[bench]'`).
+`pip install '.[bench]'`); the torch.onnx row runs whenever onnxruntime and onnxscript are installed
+(`pip install '.[export]'`).
 
 On a shared machine look at "cores busy elsewhere": torch's OpenMP threads lose far more than TF's
 thread pool when another process takes a core, so only clean rounds compare the engines fairly.
@@ -149,6 +151,35 @@ def _load_ort(graph_def, threads: int):
     return run, f"onnxruntime {ort.__version__}, tf2onnx {tf2onnx.__version__}, opset 17"
 
 
+def _load_ort_export(model, image_size: int, threads: int):
+    """onnxruntime on our model exported by `facenet-convert export` (torch.onnx, dynamic batch),
+    with the same session options as the tf2onnx row; or (None, reason)."""
+    import importlib.util
+    import tempfile
+
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        return None, f"not installed ({e.name}); pip install '.[export]'"
+    if importlib.util.find_spec("onnxscript") is None:
+        return None, "onnxscript (torch.onnx's exporter) not installed; pip install '.[export]'"
+    from facenet_tf2pt.converter.export import write_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        write_model(model, path, "onnx", image_size=image_size)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+
+    def run(x_nchw: np.ndarray) -> np.ndarray:
+        return sess.run(None, {in_name: x_nchw})[0]
+
+    return run, f"onnxruntime {ort.__version__}, torch.onnx (dynamo) export of the PyTorch model"
+
+
 # --------------------------------------------------------------------------------------- timing
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -269,6 +300,14 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
             variants["torch_fused_bf16"] = model.fuse(torch.bfloat16)
         out["bf16_warnings"] = [str(w.message) for w in caught]
 
+    t0 = time.perf_counter()
+    ort_export_run, ort_export_info = _load_ort_export(model, image_size, threads)
+    out["onnxruntime_torch_export"] = ort_export_info
+    if ort_export_run is None:
+        na["onnxruntime_torch_export"] = ort_export_info
+    else:
+        out["onnxruntime_torch_export_s"] = round(time.perf_counter() - t0, 1)   # export + session
+
     # parity on one batch of 16 random images
     gen = torch.Generator().manual_seed(seed + 7)
     xp = torch.randn(16, 3, image_size, image_size, generator=gen)
@@ -288,6 +327,9 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         if ort_run is not None:
             e_ort = torch.from_numpy(ort_run(xp.permute(0, 2, 3, 1).contiguous().numpy()))
             parity["onnxruntime_vs_tf_max_abs"] = (e_ort - e_tf).abs().max().item()
+    if ort_export_run is not None:
+        parity["onnxruntime_torch_export_vs_plain_max_abs"] = float(np.abs(ort_export_run(xp.numpy())
+                                                                           - ref.numpy()).max())
     out["parity"] = parity
 
     compiled = None
@@ -298,8 +340,8 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         # workers=1: the batch-splitting thread pool isn't traceable; inductor gets one plain forward
         compiled = torch.compile(fuse_inception(model, torch.float32, impl="onednn", workers=1), dynamic=False)
 
-    order = ["tf_frozen_graph", "onnxruntime", "torch_plain", "torch_fuse_default", "torch_fused_fp32_eager",
-             "torch_fused_fp32_graph", "torch_fused_bf16"] + (["torch_fused_fp32_compiled"] if compiled else [])
+    order = ["tf_frozen_graph", "onnxruntime", "torch_plain", "torch_fuse_default", "onnxruntime_torch_export",
+             "torch_fused_fp32_eager", "torch_fused_fp32_graph", "torch_fused_bf16"] + (["torch_fused_fp32_compiled"] if compiled else [])
     results: dict = {}
     for b in batches:
         x = torch.randn(b, 3, image_size, image_size, generator=gen)
@@ -309,6 +351,9 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
             fns["tf_frozen_graph"] = lambda: tf_run(x_nhwc)
         if ort_run is not None:
             fns["onnxruntime"] = lambda: ort_run(x_nhwc)
+        if ort_export_run is not None:
+            x_nchw = x.numpy()
+            fns["onnxruntime_torch_export"] = lambda: ort_export_run(x_nchw)
         for name, m in variants.items():
             fns[name] = (lambda m=m: m(x))
         with torch.inference_mode():

@@ -81,6 +81,53 @@ def _cmd_fixture(args) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args) -> int:
+    from .export import export, export_format
+
+    export_format(args.output)   # a bad suffix is refused before any weights are looked up
+    report = export(args.weights, args.output, classify=args.classify, image_size=args.image_size,
+                    seed=args.seed, atol=args.atol, progress=not args.quiet)
+    print(report.format_table())
+    if not report.passed:
+        print(f"not written: {args.output} (the exported graph differs from the PyTorch model)", file=sys.stderr)
+        return EXIT_PARITY
+    print(f"wrote {report.artifact} ({report.format}, {report.size} bytes): input (N, 3, {report.image_size}, "
+          f"{report.image_size}) float32 standardized '{report.standardization}', output {report.output_name} "
+          f"(N, {report.num_classes if args.classify else report.embedding_size})  [{report.seconds:.1f} s]")
+    print(f"sha256 {report.sha256}")
+    return EXIT_OK
+
+
+def _cmd_check_export(args) -> int:
+    from .export import check_export
+
+    report = check_export(args.artifact, args.weights, classify=args.classify, image_size=args.image_size,
+                          seed=args.seed, atol=args.atol, progress=not args.quiet)
+    print(report.format_table())
+    return EXIT_OK if report.passed else EXIT_PARITY
+
+
+def _add_export_parsers(sub) -> None:
+    for name, help_text in (("export", "converted weights -> ONNX (.onnx), torch.export (.pt2) or TorchScript "
+                                       "(.ts), checked for parity"),
+                            ("check-export", "parity of an exported .onnx against weights (exit 1 when they differ)")):
+        e = sub.add_parser(name, help=help_text)
+        if name == "export":
+            e.add_argument("weights", metavar="WEIGHTS", help="converted .pt / .safetensors, or a registry name")
+            e.add_argument("-o", "--output", required=True, help="OUT.onnx, OUT.pt2 or OUT.ts (format from the suffix)")
+            e.set_defaults(func=_cmd_export)
+        else:
+            e.add_argument("artifact", metavar="MODEL.onnx", help="an exported .onnx (run by onnxruntime)")
+            e.add_argument("weights", metavar="WEIGHTS", help="converted .pt / .safetensors, or a registry name")
+            e.set_defaults(func=_cmd_check_export)
+        e.add_argument("--classify", action="store_true", help="the graph returns the logits (models with Logits)")
+        e.add_argument("--image-size", type=in_range(int, 75, 1024), default=160, help="input height and width")
+        e.add_argument("--seed", type=in_range(int, 0), default=0, help="seed of the parity batch")
+        e.add_argument("--atol", type=finite(0.0), default=1e-5,
+                       help="max abs difference allowed (embeddings; logits: times their largest magnitude)")
+        e.add_argument("-q", "--quiet", action="store_true", help="no download progress bar")
+
+
 def add_images_arguments(p) -> None:
     """--images DIR: real faces instead of the random batch (verify and reference)."""
     p.add_argument("--images", metavar="DIR",
@@ -134,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--name", help="model name (default fixture-<emb>d-seed<seed>)")
     f.set_defaults(func=_cmd_fixture)
 
+    _add_export_parsers(sub)
     for register in _plugins():
         register(sub)
     return p

@@ -156,6 +156,10 @@ def _clobber_cases(fx, weights, npy_dir, lfw_dir, pairs, tmp):
                                              _link("symlink", npy_dir / "det2.npy", tmp / "d.json")], "facenet_tf2pt.converter"),
         "report --conversion = output .md": (["report", parity, "--no-png", "--conversion",
                                               _link("symlink", parity, tmp / "p.md")], "facenet_tf2pt.converter"),
+        "export -o -> weights": (["export", weights, "-o", _link("symlink", weights, tmp / "w.onnx")],
+                                 "facenet_tf2pt.converter"),
+        "export -o hard link of weights": (["export", weights, "-o", _link("hard", weights, tmp / "w.ts")],
+                                           "facenet_tf2pt.converter"),
         "embed -o -> weights": (["embed", lfw_dir, "--weights", weights, "-o",
                                  _link("hard", weights, tmp / "w.npz")], "facenet_tf2pt.models.cli"),
         "embed -o -> image": (["embed", lfw_dir, "--weights", weights, "-o",
@@ -519,7 +523,9 @@ def test_bad_facenet_options_exit_2_before_any_work(argv, capsys):
     ["verify", "S", "W", "--atol", "nan"], ["verify", "S", "W", "--batch", "0"], ["verify", "S", "W", "--seed", "-1"],
     ["fixture", "D", "--embedding-size", "0"], ["fixture", "D", "--num-classes", "-3"],
     ["reference", "S", "-o", "r.h5", "--batch", "100000"], ["verify-mtcnn", "--atol", "inf"],
-    ["report", "x.json", "--batch", "-1"], ["convert", "S", "-o", "o.pt", "--step", "-1"]])
+    ["report", "x.json", "--batch", "-1"], ["convert", "S", "-o", "o.pt", "--step", "-1"],
+    ["export", "W", "-o", "m.onnx", "--atol", "nan"], ["export", "W", "-o", "m.pt2", "--image-size", "10"],
+    ["check-export", "m.onnx", "W", "--seed", "-1"]])
 def test_bad_convert_options_exit_2_before_any_work(argv, capsys):
     from facenet_tf2pt.converter.cli import main
 
