@@ -46,10 +46,13 @@ class _RowSums:
     def __init__(self, images: torch.Tensor):
         n, c, h, w = images.shape
         self.h, self.w = h, w
-        sums = torch.zeros((n, h, w + 1, c), dtype=torch.int32, device=images.device)
-        torch.cumsum(images.permute(0, 2, 3, 1).to(torch.int32), dim=2, out=sums[:, :, 1:])
-        self.table = torch.cat((sums.view(-1, c), sums.new_zeros((1, c))))
         self.zero = n * h * (w + 1)
+        # the sums are written in place into the table (no copy of a frame-sized tensor)
+        self.table = torch.empty((self.zero + 1, c), dtype=torch.int32, device=images.device)
+        self.table[-1] = 0
+        sums = self.table[:-1].view(n, h, w + 1, c)
+        sums[:, :, 0] = 0
+        torch.cumsum(images.permute(0, 2, 3, 1).to(torch.int32), dim=2, out=sums[:, :, 1:])
 
     def between(self, image, row, x0, x1) -> torch.Tensor:
         """Sum of the pixels ``x0 <= x < x1`` of ``row`` (broadcast), float64 (..., C)."""
@@ -173,18 +176,27 @@ def _canvas(pixels: _Pixels, image_index, top, left, height: int, width: int) ->
     return pixels.read(flat).permute(0, 3, 1, 2)
 
 
+def crop_source(images: torch.Tensor, integral: bool) -> _RowSums | _Pixels:
+    """What ``crop_resize_area`` reads patches from: the row prefix sums of images holding uint8
+    values (``integral``), else their pixels. Build it once to crop the same images again."""
+    return _RowSums(images) if integral else _Pixels(images)
+
+
 def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                     heights: torch.Tensor, widths: torch.Tensor, size: int, integral: bool) -> torch.Tensor:
+                     heights: torch.Tensor, widths: torch.Tensor, size: int, integral: bool,
+                     source: _RowSums | _Pixels | None = None) -> torch.Tensor:
     """For each patch k -- rows ``top[k] .. top[k] + heights[k] - 1``, columns likewise, of image
     ``image_index[k]`` (0-based; pixels outside the image read as 0) -- its float64 INTER_AREA
     resize to ``size`` x ``size``. ``integral``: the images hold uint8 values (enables the prefix
-    sum path). Returns (K, C, size, size) float64."""
+    sum path). ``source``: ``crop_source(images, integral)`` when already built. Returns
+    (K, C, size, size) float64."""
     k = int(top.shape[0])
     c = images.shape[1]
     out = torch.zeros((k, c, size, size), dtype=torch.float64, device=images.device)
     if k == 0:
         return out
-    source = _RowSums(images) if integral else _Pixels(images)
+    if source is None:
+        source = crop_source(images, integral)
     hs, ws = heights.tolist(), widths.tolist()
     groups: dict[tuple, list[int]] = {}
     for i, (h, w) in enumerate(zip(hs, ws)):
