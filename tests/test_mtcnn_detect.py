@@ -313,3 +313,21 @@ def test_sample_affine_rotation():
     assert float(out[0, 0, 10:20, 10:20].min()) == pytest.approx(1.0)
     assert float(out.sum()) == pytest.approx(100.0)
     assert box_affine(torch.tensor([[0.0, 0.0, 10.0, 20.0]]), 10)[0, 1, 1] == 2.0
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_ceil_max_pool_equals_aten_pooling(kernel):
+    """The nets' slice-wise max pool gives ATen's ceil-mode max pool exactly (values, shape and
+    channels-last layout), for every map size from the kernel to 40, ragged edges included."""
+    from torch.nn import functional as F
+
+    from facenet_tf2pt.models.detection.mtcnn_nets import CeilMaxPool2d
+
+    pool = CeilMaxPool2d(kernel, 2)
+    gen = torch.Generator().manual_seed(kernel)
+    for h in range(kernel, 41):
+        for w in (kernel, kernel + 1, 17, 40):
+            x = torch.randn(2, 4, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+            ours, aten = pool(x), F.max_pool2d(x, kernel, 2, ceil_mode=True)
+            assert torch.equal(ours, aten), (h, w)
+            assert ours.is_contiguous(memory_format=torch.channels_last), (h, w)
