@@ -25,8 +25,8 @@ def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
 class CeilMaxPool2d(nn.Module):
     """``nn.MaxPool2d(kernel, stride, ceil_mode=True)`` (no padding) as a running maximum of strided
     slices, rows then columns. A maximum involves no rounding, so the result is identical; on the
-    nets' channels-last maps it is several times faster than ATen's pooling, which also computes
-    the argmax indices. Windows are PyTorch's: ``ceil((size - kernel) / stride) + 1`` of them,
+    P-Net's large channels-last maps it is several times faster than ATen's pooling, which also
+    computes the argmax indices (on R-Net's and O-Net's many small maps it is slower: not used). Windows are PyTorch's: ``ceil((size - kernel) / stride) + 1`` of them,
     less one if the last would start past the input; the ragged edge is padded with -inf."""
 
     def __init__(self, kernel: int, stride: int) -> None:
@@ -90,10 +90,10 @@ class RNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
         self.prelu1 = nn.PReLU(28)
-        self.pool1 = CeilMaxPool2d(3, 2)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
         self.prelu2 = nn.PReLU(48)
-        self.pool2 = CeilMaxPool2d(3, 2)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
         self.prelu3 = nn.PReLU(64)
         self.dense4 = nn.Linear(576, 128)
@@ -122,13 +122,13 @@ class ONet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
         self.prelu1 = nn.PReLU(32)
-        self.pool1 = CeilMaxPool2d(3, 2)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
         self.prelu2 = nn.PReLU(64)
-        self.pool2 = CeilMaxPool2d(3, 2)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
         self.prelu3 = nn.PReLU(64)
-        self.pool3 = CeilMaxPool2d(2, 2)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
         self.prelu4 = nn.PReLU(128)
         self.dense5 = nn.Linear(1152, 256)
