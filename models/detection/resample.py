@@ -39,6 +39,7 @@ import torch
 
 DEPTHS = ("u8", "f64")
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
+_GATHER_ELEMENTS = 1 << 18  # products gathered per call by _accumulate_rows (about 1 MB of float32)
 _AREA_EPS = 1e-3  # computeResizeAreaTab ignores slivers of a source pixel below this
 
 
@@ -135,14 +136,17 @@ def _accumulate_rows(src: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     """``sum_t src[index[t]] * weight[t]`` over whole rows of ``src`` (S, F) -> (dst, F), in src's
     dtype. The taps are added one at a time in table order, each product rounded before its add
     (separate multiply and add; ``addcmul_`` would fuse them and round differently): OpenCV's
-    order, hence its rounding. Each
-    tap is one gather of contiguous rows, one multiply by a per-row weight and one add, all
-    vectorized along the rows; the gather buffer is reused."""
-    acc = torch.index_select(src, 0, index[0]).mul_(weight[0])
-    buf = torch.empty_like(acc)
-    for t in range(1, index.shape[0]):
-        torch.index_select(src, 0, index[t], out=buf)
-        acc.add_(buf.mul_(weight[t]))
+    order, hence its rounding. The products of several taps come from one gather of contiguous
+    rows and one multiply by per-row weights (as many taps as fit in ``_GATHER_ELEMENTS``: small
+    outputs with many taps -- a pyramid's top -- take few calls), then are added tap by tap."""
+    taps, dst = index.shape[0], index.shape[1]
+    per_gather = max(1, _GATHER_ELEMENTS // max(1, dst * src.shape[1]))
+    acc = None
+    for t0 in range(0, taps, per_gather):
+        t1 = min(taps, t0 + per_gather)
+        terms = src.index_select(0, index[t0:t1].reshape(-1)).mul_(weight[t0:t1].reshape(-1, 1))
+        for term in terms.view(t1 - t0, dst, -1):
+            acc = term if acc is None else acc.add_(term)
     return acc
 
 
