@@ -136,7 +136,20 @@ def _accumulate_rows(src: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     """``sum_t src[index[t]] * weight[t]`` over whole rows of ``src`` (S, F) -> (dst, F), in src's
     dtype. The taps are added one at a time in table order, each product rounded before its add
     (separate multiply and add; ``addcmul_`` would fuse them and round differently): OpenCV's
-    order, hence its rounding. The products of several taps come from one gather of contiguous
+    order, hence its rounding. Large outputs are computed in blocks of columns (independent
+    sums) of about ``_GATHER_ELEMENTS``, so that every tap's pass stays in the CPU cache."""
+    dst, width = index.shape[1], src.shape[1]
+    block = max(1, _GATHER_ELEMENTS // dst)
+    if width <= block:
+        return _accumulate_block(src, index, weight)
+    out = torch.empty((dst, width), dtype=src.dtype, device=src.device)
+    for f0 in range(0, width, block):
+        out[:, f0: f0 + block] = _accumulate_block(src[:, f0: f0 + block], index, weight)
+    return out
+
+
+def _accumulate_block(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``_accumulate_rows`` on one block. The products of several taps come from one gather of
     rows and one multiply by per-row weights (as many taps as fit in ``_GATHER_ELEMENTS``: small
     outputs with many taps -- a pyramid's top -- take few calls), then are added tap by tap."""
     taps, dst = index.shape[0], index.shape[1]
