@@ -63,6 +63,14 @@ def test_astronaut_one_face(astro_detection):
     assert left_eye[0] < right_eye[0] and mouth_l[0] < mouth_r[0]
 
 
+def test_float_photo_not_holding_uint8_values(mtcnn, astronaut, astro_detection):
+    """A float image with fractional values takes the float64 pyramid (Sandberg resizes it in
+    double, unrounded) and its levels reach P-Net as float32: the same face, within a pixel."""
+    boxes, probs = mtcnn.detect(astronaut.astype(np.float32) + 0.25)
+    assert boxes.shape == (1, 4) and probs[0] > 0.99
+    np.testing.assert_allclose(boxes, astro_detection[0], atol=1.0)
+
+
 def test_crop_is_160_and_standardized(mtcnn, astronaut, astro_detection):
     face, prob = mtcnn(astronaut, return_prob=True)
     assert isinstance(face, torch.Tensor) and face.shape == (3, 160, 160) and face.dtype == torch.float32
