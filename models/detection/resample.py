@@ -24,7 +24,9 @@ float64 patch (double arithmetic, not rounded). ``resize_area`` reproduces both 
 The tables are computed once per (source size, output size) and cached. The accumulation is done
 tap by tap in OpenCV's order, with separate multiplies and adds (no fused multiply-add), so the
 float rounding is OpenCV's and the results are identical, not merely close; the tests compare
-against cv2.resize on random images of many sizes.
+against cv2.resize on random images of many sizes. Only the order of the adds into one output
+matters, not how outputs are batched: each tap is applied to all outputs at once, on whole rows
+(``SeparableResizer``), in blocks of columns that fit the CPU cache.
 
 Images are (..., C, H, W) tensors; C is OpenCV's channel count (it selects the 2 x 2 vector path).
 """
@@ -39,7 +41,7 @@ import torch
 
 DEPTHS = ("u8", "f64")
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
-_GATHER_ELEMENTS = 1 << 18  # products gathered per call by _accumulate_rows (about 1 MB of float32)
+_GATHER_ELEMENTS = 1 << 18  # elements per gather and per column block in _accumulate_rows (~1 MB)
 _AREA_EPS = 1e-3  # computeResizeAreaTab ignores slivers of a source pixel below this
 
 
