@@ -63,6 +63,14 @@ def test_astronaut_one_face(astro_detection):
     assert left_eye[0] < right_eye[0] and mouth_l[0] < mouth_r[0]
 
 
+def test_float_photo_not_holding_uint8_values(mtcnn, astronaut, astro_detection):
+    """A float image with fractional values takes the float64 pyramid (Sandberg resizes it in
+    double, unrounded) and its levels reach P-Net as float32: the same face, within a pixel."""
+    boxes, probs = mtcnn.detect(astronaut.astype(np.float32) + 0.25)
+    assert boxes.shape == (1, 4) and probs[0] > 0.99
+    np.testing.assert_allclose(boxes, astro_detection[0], atol=1.0)
+
+
 def test_crop_is_160_and_standardized(mtcnn, astronaut, astro_detection):
     face, prob = mtcnn(astronaut, return_prob=True)
     assert isinstance(face, torch.Tensor) and face.shape == (3, 160, 160) and face.dtype == torch.float32
@@ -313,3 +321,21 @@ def test_sample_affine_rotation():
     assert float(out[0, 0, 10:20, 10:20].min()) == pytest.approx(1.0)
     assert float(out.sum()) == pytest.approx(100.0)
     assert box_affine(torch.tensor([[0.0, 0.0, 10.0, 20.0]]), 10)[0, 1, 1] == 2.0
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_ceil_max_pool_equals_aten_pooling(kernel):
+    """The nets' slice-wise max pool gives ATen's ceil-mode max pool exactly (values, shape and
+    channels-last layout), for every map size from the kernel to 40, ragged edges included."""
+    from torch.nn import functional as F
+
+    from facenet_tf2pt.models.detection.mtcnn_nets import CeilMaxPool2d
+
+    pool = CeilMaxPool2d(kernel, 2)
+    gen = torch.Generator().manual_seed(kernel)
+    for h in range(kernel, 41):
+        for w in (kernel, kernel + 1, 17, 40):
+            x = torch.randn(2, 4, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+            ours, aten = pool(x), F.max_pool2d(x, kernel, 2, ceil_mode=True)
+            assert torch.equal(ours, aten), (h, w)
+            assert ours.is_contiguous(memory_format=torch.channels_last), (h, w)

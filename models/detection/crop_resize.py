@@ -40,24 +40,28 @@ def column_runs(src: int, dst: int, enlarging: bool) -> torch.Tensor:
 
 
 class _RowSums:
-    """Prefix sums along every image row, (N * H * (W + 1) + 1, C) int32, the last row zero (read
-    for rows outside the image); columns are clipped to 0 .. W, so pixels outside read as 0."""
+    """Prefix sums along every image row, (N * (H + 2) * (W + 1), C) int32: image n's row r is
+    table row n * (H + 2) + r + 1, between two zero rows (rows outside the image are clamped onto
+    them), and column x holds the sum of the pixels left of x (columns are clamped to 0 .. W). So
+    pixels outside the image read as 0 with index arithmetic alone, no masking."""
 
     def __init__(self, images: torch.Tensor):
         n, c, h, w = images.shape
         self.h, self.w = h, w
-        sums = torch.zeros((n, h, w + 1, c), dtype=torch.int32, device=images.device)
-        torch.cumsum(images.permute(0, 2, 3, 1).to(torch.int32), dim=2, out=sums[:, :, 1:])
-        self.table = torch.cat((sums.view(-1, c), sums.new_zeros((1, c))))
-        self.zero = n * h * (w + 1)
+        # the sums are written in place into the table (no copy of a frame-sized tensor)
+        self.table = torch.empty((n * (h + 2) * (w + 1), c), dtype=torch.int32, device=images.device)
+        sums = self.table.view(n, h + 2, w + 1, c)
+        sums[:, 0] = 0
+        sums[:, h + 1] = 0
+        sums[:, :, 0] = 0
+        torch.cumsum(images.permute(0, 2, 3, 1).to(torch.int32), dim=2, out=sums[:, 1: h + 1, 1:])
 
     def between(self, image, row, x0, x1) -> torch.Tensor:
         """Sum of the pixels ``x0 <= x < x1`` of ``row`` (broadcast), float64 (..., C)."""
-        inside = (row >= 0) & (row < self.h)
-        base = (image * self.h + row) * (self.w + 1)
-        ends = [torch.where(inside, base + x.clamp(0, self.w), self.zero) for x in (x1, x0)]
-        ends = [e.expand(torch.broadcast_shapes(ends[0].shape, ends[1].shape)) for e in ends]
-        hi, lo = (self.table.index_select(0, e.reshape(-1)).view(*e.shape, -1) for e in ends)
+        base = (image * (self.h + 2) + row.clamp(-1, self.h) + 1) * (self.w + 1)
+        shape = torch.broadcast_shapes(base.shape, x0.shape, x1.shape)
+        ends = torch.stack([(base + x.clamp(0, self.w)).expand(shape) for x in (x1, x0)])
+        hi, lo = self.table.index_select(0, ends.reshape(-1)).view(2, *shape, -1)  # one gather
         return (hi - lo).to(torch.float64)
 
 
@@ -173,18 +177,27 @@ def _canvas(pixels: _Pixels, image_index, top, left, height: int, width: int) ->
     return pixels.read(flat).permute(0, 3, 1, 2)
 
 
+def crop_source(images: torch.Tensor, integral: bool) -> _RowSums | _Pixels:
+    """What ``crop_resize_area`` reads patches from: the row prefix sums of images holding uint8
+    values (``integral``), else their pixels. Build it once to crop the same images again."""
+    return _RowSums(images) if integral else _Pixels(images)
+
+
 def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                     heights: torch.Tensor, widths: torch.Tensor, size: int, integral: bool) -> torch.Tensor:
+                     heights: torch.Tensor, widths: torch.Tensor, size: int, integral: bool,
+                     source: _RowSums | _Pixels | None = None) -> torch.Tensor:
     """For each patch k -- rows ``top[k] .. top[k] + heights[k] - 1``, columns likewise, of image
     ``image_index[k]`` (0-based; pixels outside the image read as 0) -- its float64 INTER_AREA
     resize to ``size`` x ``size``. ``integral``: the images hold uint8 values (enables the prefix
-    sum path). Returns (K, C, size, size) float64."""
+    sum path). ``source``: ``crop_source(images, integral)`` when already built. Returns
+    (K, C, size, size) float64."""
     k = int(top.shape[0])
     c = images.shape[1]
     out = torch.zeros((k, c, size, size), dtype=torch.float64, device=images.device)
     if k == 0:
         return out
-    source = _RowSums(images) if integral else _Pixels(images)
+    if source is None:
+        source = crop_source(images, integral)
     hs, ws = heights.tolist(), widths.tolist()
     groups: dict[tuple, list[int]] = {}
     for i, (h, w) in enumerate(zip(hs, ws)):

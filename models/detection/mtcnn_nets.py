@@ -22,6 +22,39 @@ def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
+class CeilMaxPool2d(nn.Module):
+    """``nn.MaxPool2d(kernel, stride, ceil_mode=True)`` (no padding) as a running maximum of strided
+    slices, rows then columns. A maximum involves no rounding, so the result is identical; on the
+    P-Net's large channels-last maps it is several times faster than ATen's pooling, which also
+    computes the argmax indices (on R-Net's and O-Net's many small maps it is slower: not used). Windows are PyTorch's: ``ceil((size - kernel) / stride) + 1`` of them,
+    less one if the last would start past the input; the ragged edge is padded with -inf."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def _windows(self, size: int) -> int:
+        out = -(-(size - self.kernel) // self.stride) + 1
+        return out - 1 if (out - 1) * self.stride >= size else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel, self.stride
+        oh, ow = self._windows(x.shape[2]), self._windows(x.shape[3])
+        need_h, need_w = (oh - 1) * s + k, (ow - 1) * s + k
+        if need_h > x.shape[2] or need_w > x.shape[3]:
+            x = F.pad(x, (0, max(0, need_w - x.shape[3]), 0, max(0, need_h - x.shape[2])), value=float("-inf"))
+        rows = x[:, :, 0: (oh - 1) * s + 1: s]
+        for i in range(1, k):
+            rows = torch.maximum(rows, x[:, :, i: i + (oh - 1) * s + 1: s])
+        out = rows[..., 0: (ow - 1) * s + 1: s]
+        for j in range(1, k):
+            out = torch.maximum(out, rows[..., j: j + (ow - 1) * s + 1: s])
+        return out
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel}, stride={self.stride}, ceil_mode=True"
+
+
 class PNet(nn.Module):
     """Proposal network: fully convolutional, a 12x12 window with stride 2.
 
@@ -33,7 +66,7 @@ class PNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
         self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool1 = CeilMaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
         self.prelu2 = nn.PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, kernel_size=3)

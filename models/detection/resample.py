@@ -24,7 +24,9 @@ float64 patch (double arithmetic, not rounded). ``resize_area`` reproduces both 
 The tables are computed once per (source size, output size) and cached. The accumulation is done
 tap by tap in OpenCV's order, with separate multiplies and adds (no fused multiply-add), so the
 float rounding is OpenCV's and the results are identical, not merely close; the tests compare
-against cv2.resize on random images of many sizes.
+against cv2.resize on random images of many sizes. Only the order of the adds into one output
+matters, not how outputs are batched: each tap is applied to all outputs at once, on whole rows
+(``SeparableResizer``), in blocks of columns that fit the CPU cache.
 
 Images are (..., C, H, W) tensors; C is OpenCV's channel count (it selects the 2 x 2 vector path).
 """
@@ -32,13 +34,14 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 DEPTHS = ("u8", "f64")
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
+_GATHER_ELEMENTS = 1 << 18  # elements per gather and per column block in _accumulate_rows (~1 MB)
 _AREA_EPS = 1e-3  # computeResizeAreaTab ignores slivers of a source pixel below this
 
 
@@ -120,37 +123,71 @@ def linear_taps(src: int, dst: int, clamp_last: bool) -> tuple[torch.Tensor, tor
     return _dense(rows)
 
 
-def _accumulate(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, dim: int, channels: int = 1):
-    """sum_t x.index_select(dim, index[:, t]) * weight[:, t], tap by tap in order, in x's dtype.
-    x is (N, H, W * channels) channels-last pixels; dim 2 resizes W (each position carries
-    ``channels`` values), dim 1 resizes H (whole rows). Both gather on a 2-D view, where
-    index_select is several times faster than on a 3-D tensor."""
-    n, s = x.shape[0], x.shape[1]
-    flat = x.reshape(n * s, -1)
-    index, weight = index.to(x.device), weight.to(device=x.device, dtype=x.dtype)
-    if dim == 2:
-        per = torch.arange(channels, device=x.device)
-        index = (index[:, None, :] * channels + per[None, :, None]).reshape(-1, index.shape[1])
-        weight = weight.repeat_interleave(channels, dim=0)
-    else:  # rows of every image: image k's row r is flat row k * s + r
-        index = (torch.arange(n, device=x.device)[:, None, None] * s + index).reshape(-1, index.shape[1])
-        weight = weight.repeat(n, 1)[:, None, :]
-    out = None
-    for t in range(index.shape[1]):
-        term = flat.index_select(1 if dim == 2 else 0, index[:, t]).mul_(weight[..., t])
-        out = term if out is None else out.add_(term)
-    return out.view(n, s, -1) if dim == 2 else out.view(n, -1, out.shape[1])
+def _row_taps(index: torch.Tensor, weight: torch.Tensor, dtype, planes: int = 1, stride: int = 0):
+    """A (dst, T) tap table as (T, dst * planes) contiguous rows, one table per tap, for the gathers
+    of ``_accumulate_rows``; with ``planes`` > 1 it is repeated for each plane of ``stride`` rows."""
+    index, weight = index.t(), weight.t().to(dtype)
+    if planes > 1:
+        offsets = torch.arange(planes)[None, :, None] * stride
+        index = (index[:, None, :] + offsets).reshape(index.shape[0], -1)
+        weight = weight.repeat(1, planes)
+    return index.contiguous(), weight.contiguous().unsqueeze(-1)
 
 
-def _separable(x: torch.Tensor, width_taps, height_taps) -> torch.Tensor:
-    """Horizontal pass (per source row), then vertical: resize.cpp's order. Works on channels-last
-    pixels (a view when ``x`` is stored channels-last), so each pass gathers whole pixels or rows."""
-    *lead, c, h, w = x.shape
-    pixels = x.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(-1, h, w * c)  # (N, H, W*C)
-    rows = _accumulate(pixels, *width_taps, dim=2, channels=c)  # (N, H, w'*C)
-    out = _accumulate(rows, *height_taps, dim=1)  # (N, h', w'*C)
-    dh, dw = out.shape[1], out.shape[2] // c
-    return out.view(-1, dh, dw, c).permute(0, 3, 1, 2).reshape(*lead, c, dh, dw)
+def _accumulate_rows(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``sum_t src[index[t]] * weight[t]`` over whole rows of ``src`` (S, F) -> (dst, F), in src's
+    dtype. The taps are added one at a time in table order, each product rounded before its add
+    (separate multiply and add; ``addcmul_`` would fuse them and round differently): OpenCV's
+    order, hence its rounding. Large outputs are computed in blocks of columns (independent
+    sums) of about ``_GATHER_ELEMENTS``, so that every tap's pass stays in the CPU cache."""
+    dst, width = index.shape[1], src.shape[1]
+    block = max(1, _GATHER_ELEMENTS // dst)
+    if width <= block:
+        return _accumulate_block(src, index, weight)
+    out = torch.empty((dst, width), dtype=src.dtype, device=src.device)
+    for f0 in range(0, width, block):
+        out[:, f0: f0 + block] = _accumulate_block(src[:, f0: f0 + block], index, weight)
+    return out
+
+
+def _accumulate_block(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``_accumulate_rows`` on one block. The products of several taps come from one gather of
+    rows and one multiply by per-row weights (as many taps as fit in ``_GATHER_ELEMENTS``: small
+    outputs with many taps -- a pyramid's top -- take few calls), then are added tap by tap."""
+    taps, dst = index.shape[0], index.shape[1]
+    per_gather = max(1, _GATHER_ELEMENTS // max(1, dst * src.shape[1]))
+    acc = None
+    for t0 in range(0, taps, per_gather):
+        t1 = min(taps, t0 + per_gather)
+        terms = src.index_select(0, index[t0:t1].reshape(-1)).mul_(weight[t0:t1].reshape(-1, 1))
+        for term in terms.view(t1 - t0, dst, -1):
+            acc = term if acc is None else acc.add_(term)
+    return acc
+
+
+class SeparableResizer:
+    """resize.cpp's separable passes -- horizontal (per source row, taps left to right), then
+    vertical (rows top to bottom) -- for one batch of images and any number of output sizes.
+
+    Both passes gather whole rows: the images are kept transposed, (W, N * C * H), so that a
+    horizontal tap reads one row per output column, and the horizontal result is transposed back,
+    (N * C * H, w'), so that a vertical tap reads one row per output row. The transposed copy
+    is made once and shared by every output size (an image pyramid resizes one photo many times).
+    """
+
+    def __init__(self, x: torch.Tensor, dtype):
+        *self.lead, c, h, w = x.shape
+        images = x.reshape(-1, c, h, w).to(dtype)
+        self.planes, self.h, self.c = images.shape[0] * c, h, c
+        self.columns = images.permute(3, 0, 1, 2).contiguous().view(w, -1)  # (W, N * C * H)
+
+    def __call__(self, size: tuple[int, int], width_taps, height_taps) -> torch.Tensor:
+        dh, dw = size
+        dtype = self.columns.dtype
+        rows = _accumulate_rows(self.columns, *_row_taps(*width_taps, dtype))  # (w', N * C * H)
+        rows = rows.t().contiguous()  # (N * C * H, w')
+        out = _accumulate_rows(rows, *_row_taps(*height_taps, dtype, self.planes, self.h))  # (N * C * h', w')
+        return out.view(*self.lead, self.c, dh, dw)
 
 
 def _fast_area(x: torch.Tensor, kx: int, ky: int, depth: str) -> torch.Tensor:
@@ -160,8 +197,11 @@ def _fast_area(x: torch.Tensor, kx: int, ky: int, depth: str) -> torch.Tensor:
     *lead, c, h, w = x.shape
     area = kx * ky
     if depth == "u8":
-        flat = x.reshape(-1, c, h, w).to(torch.float64)  # integer sums, exact in double
-        total = F.avg_pool2d(flat, (ky, kx), divisor_override=1).reshape(*lead, c, h // ky, w // kx)
+        # integer box sums: exact in float32 in any order while they stay below 2^24, else in double
+        exact = torch.float32 if area * 255 < 1 << 24 else torch.float64
+        dh, dw = h // ky, w // kx
+        cells = x[..., : dh * ky, : dw * kx].reshape(-1, c, dh, ky, dw, kx).to(exact)
+        total = cells.sum((3, 5)).reshape(*lead, c, dh, dw)
         if kx == 2 and ky == 2 and c in (1, 3, 4):
             return torch.floor((total + 2) * 0.25).float()
         # OpenCV: int sum -> float, times float(1 / area), rounded (exact for sums below 2^24)
@@ -184,29 +224,41 @@ def resize_area(x: torch.Tensor, size: tuple[int, int], depth: str) -> torch.Ten
     depth "u8": ``x`` holds uint8 values (any dtype); returns float32 holding the uint8 result.
     depth "f64": ``x`` is computed in float64; returns float64.
     """
+    return next(resize_area_levels(x, [size], depth))
+
+
+def resize_area_levels(x: torch.Tensor, sizes, depth: str) -> Iterator[torch.Tensor]:
+    """``resize_area(x, size, depth)`` for each size in turn (an image pyramid), computed lazily;
+    the separable sizes share one transposed copy of ``x`` (``SeparableResizer``)."""
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {DEPTHS}, not {depth!r}")
     if x.dim() < 3:
         raise ValueError(f"expected a (..., C, H, W) tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2], x.shape[-1]
-    dh, dw = int(size[0]), int(size[1])
-    if dh < 1 or dw < 1 or h < 1 or w < 1:
-        raise ValueError(f"cannot resize {h}x{w} to {dh}x{dw}: sizes must be positive")
     work = torch.float32 if depth == "u8" else torch.float64
-    if (dh, dw) == (h, w):
-        return x.to(work, copy=True)
-    shrink = dh <= h and dw <= w
-    if shrink:
-        kx, ky = _integer_scale(w, dw), _integer_scale(h, dh)
-        if kx is not None and ky is not None:
-            return _fast_area(x, kx, ky, depth)
-        out = _separable(x.to(work), area_taps(w, dw), area_taps(h, dh))
-    else:
-        if depth == "u8":
+    resizer = None
+    for size in sizes:
+        dh, dw = int(size[0]), int(size[1])
+        if dh < 1 or dw < 1 or h < 1 or w < 1:
+            raise ValueError(f"cannot resize {h}x{w} to {dh}x{dw}: sizes must be positive")
+        if (dh, dw) == (h, w):
+            yield x.to(work, copy=True)
+            continue
+        shrink = dh <= h and dw <= w
+        if shrink:
+            kx, ky = _integer_scale(w, dw), _integer_scale(h, dh)
+            if kx is not None and ky is not None:
+                yield _fast_area(x, kx, ky, depth)
+                continue
+            taps = area_taps(w, dw), area_taps(h, dh)
+        elif depth == "u8":
             raise NotImplementedError(
                 "uint8 INTER_AREA enlargement (OpenCV's fixed-point bilinear) is not implemented: "
                 "Sandberg's pipeline only enlarges float64 crops")
-        out = _separable(x.to(work), linear_taps(w, dw, True), linear_taps(h, dh, False))
-    if depth == "u8":
-        out = torch.round(out).clamp_(0, 255)  # saturate_cast<uchar>: cvRound, half to even
-    return out
+        else:
+            taps = linear_taps(w, dw, True), linear_taps(h, dh, False)
+        resizer = resizer or SeparableResizer(x, work)
+        out = resizer((dh, dw), *taps)
+        if depth == "u8":
+            out = out.round_().clamp_(0, 255)  # saturate_cast<uchar>: cvRound, half to even
+        yield out
