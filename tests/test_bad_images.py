@@ -12,6 +12,7 @@ dataset must decode it downscaled within a bound, and MTCNN must refuse it with 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -208,9 +209,18 @@ print(json.dumps(out))
 """
 
 
+def _child_env() -> dict:
+    """A minimal environment (one thread), keeping PYTHONPATH: it decides which tree's
+    facenet_tf2pt runs (a worktree, `make mutate`'s copy) when the package is also installed."""
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
 def _measure(*args) -> dict:
     r = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, args)], cwd=REPO, capture_output=True,
-                       text=True, timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                       text=True, timeout=600, env=_child_env())
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 

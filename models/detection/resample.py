@@ -144,7 +144,7 @@ def _accumulate_rows(src: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     block = max(1, _GATHER_ELEMENTS // dst)
     if width <= block:
         return _accumulate_block(src, index, weight)
-    out = torch.empty((dst, width), dtype=src.dtype, device=src.device)
+    out = torch.empty((dst, width), dtype=weight.dtype, device=src.device)
     for f0 in range(0, width, block):
         out[:, f0: f0 + block] = _accumulate_block(src[:, f0: f0 + block], index, weight)
     return out
@@ -159,7 +159,7 @@ def _accumulate_block(src: torch.Tensor, index: torch.Tensor, weight: torch.Tens
     acc = None
     for t0 in range(0, taps, per_gather):
         t1 = min(taps, t0 + per_gather)
-        terms = src.index_select(0, index[t0:t1].reshape(-1)).mul_(weight[t0:t1].reshape(-1, 1))
+        terms = src.index_select(0, index[t0:t1].reshape(-1)).to(weight.dtype).mul_(weight[t0:t1].reshape(-1, 1))
         for term in terms.view(t1 - t0, dst, -1):
             acc = term if acc is None else acc.add_(term)
     return acc
@@ -175,15 +175,18 @@ class SeparableResizer:
     is made once and shared by every output size (an image pyramid resizes one photo many times).
     """
 
-    def __init__(self, x: torch.Tensor, dtype):
+    def __init__(self, x: torch.Tensor, dtype, depth: str):
         *self.lead, c, h, w = x.shape
-        images = x.reshape(-1, c, h, w).to(dtype)
-        self.planes, self.h, self.c = images.shape[0] * c, h, c
+        # the copy holds uint8 values: stored as uint8 (a quarter of float32's memory, exact), each
+        # gathered block converted to the working dtype before its products
+        store = torch.uint8 if depth == "u8" else dtype
+        images = x.reshape(-1, c, h, w).to(store)
+        self.planes, self.h, self.c, self.dtype = images.shape[0] * c, h, c, dtype
         self.columns = images.permute(3, 0, 1, 2).contiguous().view(w, -1)  # (W, N * C * H)
 
     def __call__(self, size: tuple[int, int], width_taps, height_taps) -> torch.Tensor:
         dh, dw = size
-        dtype = self.columns.dtype
+        dtype = self.dtype
         rows = _accumulate_rows(self.columns, *_row_taps(*width_taps, dtype))  # (w', N * C * H)
         rows = rows.t().contiguous()  # (N * C * H, w')
         out = _accumulate_rows(rows, *_row_taps(*height_taps, dtype, self.planes, self.h))  # (N * C * h', w')
@@ -257,7 +260,7 @@ def resize_area_levels(x: torch.Tensor, sizes, depth: str) -> Iterator[torch.Ten
                 "Sandberg's pipeline only enlarges float64 crops")
         else:
             taps = linear_taps(w, dw, True), linear_taps(h, dh, False)
-        resizer = resizer or SeparableResizer(x, work)
+        resizer = resizer or SeparableResizer(x, work, depth)
         out = resizer((dh, dw), *taps)
         if depth == "u8":
             out = out.round_().clamp_(0, 255)  # saturate_cast<uchar>: cvRound, half to even
