@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Report the child's own peak RSS (KiB on Linux) after running the CLI in-process.
 _MEASURE = ("import runpy, sys; sys.argv = ['facenet-convert', *sys.argv[1:]]\n"
-            "try:\n    runpy.run_module('converter', run_name='__main__')\n"
+            "try:\n    runpy.run_module('facenet_tf2pt.converter', run_name='__main__')\n"
             "except SystemExit as e:\n    code = e.code\n"
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
             "print('MAXRSS', hwm[0].split()[1], file=sys.stderr)\n"

@@ -73,6 +73,19 @@ def test_everything_imports_through_the_namespace():
     assert not bad, bad
 
 
+def test_modules_run_by_name_are_namespaced():
+    """Modules run by name (`python -m X`, `runpy.run_module("X")`) in code, Makefile and docs are
+    facenet_tf2pt's: a bare `converter` runs from the repository root only, and fails elsewhere."""
+    import re
+
+    bare = re.compile(r"""(?:run_module\(\s*|["']-m["'],\s*|-m\s+)["']?(models|converter|checkpoints)\b""")
+    files = [p for folder in ("models", "converter", "tests", "benchmarks", "tools") for p in _sources(folder)]
+    files += [REPO / "Makefile", REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    bad = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in files
+           for n, line in enumerate(p.read_text().splitlines(), 1) if bare.search(line)]
+    assert not bad, bad
+
+
 @pytest.mark.parametrize("part, forbidden", [
     ("nets", {"engines", "hub", "detection", "data", "cli"}),
     ("common", {"nets", "engines", "hub", "detection", "data", "cli"}),
