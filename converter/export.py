@@ -263,7 +263,6 @@ def compare(fmt: str, artifact: Path, model: InceptionResNetV1, image_size: int,
 
 
 ONNX_TOOLS = {"onnxscript": "torch.onnx's exporter", "onnxruntime": "the parity check", "onnx": "torch.onnx"}
-EXPORT_EXTRA = "pip install 'onnx>=1.17' 'onnxruntime>=1.20' 'onnxscript>=0.7.2,<0.8' (the [export] extra)"
 
 
 def _versions(fmt: str, needed: tuple[str, ...]) -> dict:
@@ -278,7 +277,9 @@ def _versions(fmt: str, needed: tuple[str, ...]) -> dict:
         except PackageNotFoundError:
             missing.append(f"{name} ({ONNX_TOOLS.get(name, fmt)})")
     if missing:
-        raise ExportError(f"{fmt} needs {', '.join(missing)}, not installed: {EXPORT_EXTRA}")
+        from ..models.common.install import install_hint   # pyproject's [export] extra, for this installation
+
+        raise ExportError(f"{fmt} needs {', '.join(missing)}, not installed: {install_hint('export')}")
     return v
 
 

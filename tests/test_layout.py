@@ -27,12 +27,14 @@ def _module_name(path: Path) -> str:
     return ".".join([PACKAGE, *parts])
 
 
-def _imports(path: Path) -> set[str]:
-    """Absolute names of everything `path` imports (relative imports resolved)."""
-    here = _module_name(path).split(".")
+def _imports(path: Path, module: str | None = None, top_level: bool = False) -> set[str]:
+    """Absolute names of everything `path` imports (relative imports resolved against `module`,
+    by default the file's own name); `top_level`: module-level statements only."""
+    here = (module or _module_name(path)).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
+    tree = ast.parse(path.read_text(), str(path))
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in tree.body if top_level else ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -102,19 +104,8 @@ def test_subpackages_form_no_import_cycle():
     edges = defaultdict(set)
     for p in _sources("models"):
         src = _part(_module_name(p))
-        if src is None:
-            continue
-        tree = ast.parse(p.read_text())
-        for node in tree.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                here = _module_name(p).split(".")
-                package = here if p.name == "__init__.py" else here[:-1]
-                if isinstance(node, ast.ImportFrom) and node.level:
-                    stem = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
-                    names = [stem] + [f"{stem}.{a.name}" for a in node.names]
-                else:
-                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-                edges[src].update(d for d in map(_part, names) if d is not None and d != src)
+        if src is not None:
+            edges[src].update(d for d in map(_part, _imports(p, top_level=True)) if d is not None and d != src)
 
     def reach(start, seen):
         for nxt in edges[start]:
@@ -134,12 +125,8 @@ def test_a_planted_cycle_is_seen(tmp_path):
     assert f"{PACKAGE}.models.nets.hooks" in _imports(net)
     planted = tmp_path / "x.py"
     planted.write_text("from ..engines import fused\n")
-    here = _imports.__globals__["_module_name"]
-    try:
-        _imports.__globals__["_module_name"] = lambda p: f"{PACKAGE}.models.nets.x"
-        assert _part(next(n for n in _imports(planted) if "engines" in n)) == "engines"
-    finally:
-        _imports.__globals__["_module_name"] = here
+    found = _imports(planted, module=f"{PACKAGE}.models.nets.x", top_level=True)
+    assert _part(next(n for n in found if "engines" in n)) == "engines"
 
 
 PUBLIC = ("InceptionResNetV1", "MTCNN", "fixed_image_standardization", "prewhiten", "get_model",

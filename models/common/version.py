@@ -2,8 +2,6 @@
 package's `facenet_tf2pt.__version__` (pyproject.toml reads it too, `dynamic = ["version"]`)."""
 from __future__ import annotations
 
-DISTRIBUTION = "facenet-tf2pt"
-
 
 def project_version() -> str:
     from ... import __version__

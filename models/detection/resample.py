@@ -135,8 +135,8 @@ def _row_taps(index: torch.Tensor, weight: torch.Tensor, dtype, planes: int = 1,
 
 
 def _accumulate_rows(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``sum_t src[index[t]] * weight[t]`` over whole rows of ``src`` (S, F) -> (dst, F), in src's
-    dtype. The taps are added one at a time in table order, each product rounded before its add
+    """``sum_t src[index[t]] * weight[t]`` over whole rows of ``src`` (S, F) -> (dst, F), in the
+    weights' dtype (``src`` may be stored narrower, e.g. uint8; each gathered block is converted). The taps are added one at a time in table order, each product rounded before its add
     (separate multiply and add; ``addcmul_`` would fuse them and round differently): OpenCV's
     order, hence its rounding. Large outputs are computed in blocks of columns (independent
     sums) of about ``_GATHER_ELEMENTS``, so that every tap's pass stays in the CPU cache."""
