@@ -21,6 +21,18 @@ bench:
 	$(PIP) install -q -e '.[tf,test,bench]'
 	$(VPY) benchmarks/bench.py
 
+# facenet-pytorch's MTCNN for the bench's side-by-side table, in its own venv (outside the tree):
+# its torchvision does not import beside the torch 2.13 pinned here, so that venv has torch 2.14.1
+# + torchvision 0.29.1 and facenet-pytorch 2.6.0 (sha256-checked, without its torch<2.3 pin).
+PEER_VENV ?= $(HOME)/.cache/facenet-tf2pt/peer-venv
+.PHONY: peer-venv
+peer-venv:
+	$(PY) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1 requests==2.34.2 tqdm==4.70.1
+	echo 'facenet-pytorch==2.6.0 --hash=sha256:ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca' \
+	  > $(PEER_VENV)/peer-requirements.txt
+	$(PEER_VENV)/bin/pip install -q --no-deps --require-hashes -r $(PEER_VENV)/peer-requirements.txt
+
 # A smoke run of the inference table (tiny repeat counts: proves it completes on this CPU, no figures).
 bench-smoke:
 	$(VPY) benchmarks/bench.py --only inference --rounds 1 --round-seconds 0.05 --json out/bench-smoke.json

@@ -18,13 +18,13 @@ __version__ = "0.1.0"
 
 __all__ = ["END_POINTS", "InceptionResNetV1", "InceptionResnetV1", "MTCNN", "ModelLoadError", "__version__",
            "fixed_image_standardization", "get_model", "inception_resnet_v1", "list_models", "load_weights",
-           "model_info", "prewhiten"]
+           "model_info", "prewhiten", "tune_malloc"]
 _EXPORTS = frozenset(__all__) - {"__version__"}
 
 if TYPE_CHECKING:
     from .models import (END_POINTS, MTCNN, InceptionResNetV1, InceptionResnetV1, ModelLoadError,
                          fixed_image_standardization, get_model, inception_resnet_v1, list_models, load_weights,
-                         model_info, prewhiten)
+                         model_info, prewhiten, tune_malloc)
 
 
 def __getattr__(name: str):

@@ -23,13 +23,15 @@ _EXPORTS = {
     "fixed_image_standardization": "data.preprocessing", "prewhiten": "data.preprocessing",
     "get_model": "hub.builder", "inception_resnet_v1": "hub.builder", "list_models": "hub.builder",
     "load_weights": "hub.builder", "model_info": "hub.builder", "ModelLoadError": "hub.builder",
+    "tune_malloc": "common.malloc",
 }
 __all__ = ["END_POINTS", "InceptionResNetV1", "InceptionResnetV1", "MTCNN", "ModelLoadError",
            "fixed_image_standardization", "get_model", "inception_resnet_v1", "list_models", "load_weights",
-           "model_info", "prewhiten"]
+           "model_info", "prewhiten", "tune_malloc"]
 assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .common.malloc import tune_malloc
     from .data.preprocessing import fixed_image_standardization, prewhiten
     from .detection.mtcnn import MTCNN
     from .hub.builder import (ModelLoadError, get_model, inception_resnet_v1, list_models, load_weights,

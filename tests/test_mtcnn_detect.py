@@ -105,6 +105,24 @@ def test_batch_face_and_blank(mtcnn, astronaut, astro_detection):
     np.testing.assert_allclose(b5[2], b4[2])
 
 
+def test_large_batches_are_detected_in_bounded_calls(mtcnn, astronaut, monkeypatch):
+    """Same-size frames go through the cascade BATCH_PIXELS at a time (large frames one by one:
+    batching them was slower); the results are those of one call per frame."""
+    from facenet_tf2pt.models.detection import mtcnn as mtcnn_module
+
+    frames = np.stack([astronaut, astronaut[:, ::-1], (astronaut // 2 + 60).astype(np.uint8)])
+    calls = []
+    real = mtcnn_module.detect_faces
+    monkeypatch.setattr(mtcnn_module, "detect_faces", lambda x, *a: calls.append(len(x)) or real(x, *a))
+    monkeypatch.setattr(mtcnn_module, "BATCH_PIXELS", 2 * 512 * 512)
+    boxes, probs = mtcnn.detect(frames)
+    assert calls == [2, 1]
+    for frame, b, p in zip(frames, boxes, probs):
+        one_b, one_p = mtcnn.detect(np.ascontiguousarray(frame))
+        np.testing.assert_allclose(b, one_b, atol=1e-3)
+        np.testing.assert_allclose(p, one_p, atol=1e-6)
+
+
 def test_input_kinds(mtcnn, astronaut, astro_detection):
     ref = astro_detection[0]
     pil = Image.fromarray(astronaut)

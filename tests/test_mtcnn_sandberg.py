@@ -65,7 +65,7 @@ def _ours(mtcnn, img, thresholds=None):
     are compared with his too; `thresholds` overrides them for the weak-detection runs."""
     from facenet_tf2pt.models.detection.detect import detect_faces
 
-    x = torch.from_numpy(sm.as_rgb(img)).permute(2, 0, 1).unsqueeze(0).float()
+    x = torch.from_numpy(sm.as_rgb(img)).permute(2, 0, 1).unsqueeze(0)  # uint8, as MTCNN.detect passes it
     d = detect_faces(x, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.min_face_size,
                      mtcnn.thresholds if thresholds is None else thresholds, mtcnn.factor)
     return d.boxes.numpy(), d.scores.numpy(), d.points.numpy()
@@ -181,3 +181,15 @@ def test_public_api_gives_the_same_boxes(mtcnn, our_results):
     np.testing.assert_allclose(boxes, ref_boxes[order], rtol=0, atol=1e-4)
     np.testing.assert_allclose(probs, ref_probs[order], rtol=0, atol=1e-6)
     np.testing.assert_allclose(points, ref_points[order], rtol=0, atol=1e-4)
+
+
+def test_float_input_takes_the_same_path_as_uint8(mtcnn, our_results):
+    """A float32 copy of a uint8 photo is detected bit for bit as the uint8 photo itself (which
+    skips the float copy and the check for whole values)."""
+    from facenet_tf2pt.models.detection.detect import detect_faces
+
+    for name in ("three_sizes", "astronaut_grey", "cut_left", "tiny_faces"):
+        x = torch.from_numpy(sm.as_rgb(PHOTOS[name])).permute(2, 0, 1).unsqueeze(0).float()
+        d = detect_faces(x, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.min_face_size, mtcnn.thresholds, mtcnn.factor)
+        for got, want in zip((d.boxes, d.scores, d.points), our_results[name]):
+            np.testing.assert_array_equal(got.numpy(), want, err_msg=name)

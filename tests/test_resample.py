@@ -95,14 +95,17 @@ def test_batches_and_errors():
         resize_area(x, (20, 20), "u8")
 
 
-@pytest.mark.parametrize("integral", [True, False])
+@pytest.mark.parametrize("kind", ["uint8", "float-unpacked", "fractional"])
 @pytest.mark.parametrize("size", [24, 48])
-def test_crop_resize_area_matches_cv2_on_padded_patches(integral, size):
+def test_crop_resize_area_matches_cv2_on_padded_patches(kind, size):
     """Many patches at once (boxes partly or wholly outside the image, shrunk, enlarged, at
-    integer ratios), each identical to cv2.resize of the zero-padded float64 patch -- on uint8
-    images (the prefix-sum path) and on fractional ones (OpenCV's taps, literally)."""
-    from facenet_tf2pt.models.detection.crop_resize import crop_resize_area
+    integer ratios), each identical to cv2.resize of the zero-padded float64 patch -- on images
+    holding uint8 values (the prefix-sum path: a uint8 tensor with the channels' sums packed into
+    one int64, a float one with an int32 sum per channel, as for images over 8224 px wide) and on
+    fractional ones (OpenCV's taps, literally)."""
+    from facenet_tf2pt.models.detection.crop_resize import _RowSums, crop_resize_area
 
+    integral = kind != "fractional"
     rng = np.random.default_rng(size + integral)
     n, h, w = 2, 90, 110
     images = rng.integers(0, 256, (n, h, w, 3)).astype(np.float64)
@@ -115,8 +118,12 @@ def test_crop_resize_area_matches_cv2_on_padded_patches(integral, size):
     heights[:6], widths[:6] = [size, 2 * size, 3 * size, 2 * size, size, 2 * size], [size, 2 * size, 3 * size,
                                                                                        3 * size, 2 * size, size]
     t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
-    got = crop_resize_area(t(images).permute(0, 3, 1, 2).float() if integral else t(images).permute(0, 3, 1, 2),
-                           t(idx), t(top), t(left), t(heights), t(widths), size, integral)
+    x = t(images).permute(0, 3, 1, 2)
+    x = {"uint8": x.to(torch.uint8), "float-unpacked": x.float(), "fractional": x}[kind]
+    source = _RowSums(x, packed=False) if kind == "float-unpacked" else None
+    if kind == "uint8":
+        assert _RowSums(x).packed
+    got = crop_resize_area(x, t(idx), t(top), t(left), t(heights), t(widths), size, integral, source)
     for i in range(k):
         patch = np.zeros((heights[i], widths[i], 3))
         y0, x0 = max(top[i], 0), max(left[i], 0)
@@ -124,3 +131,29 @@ def test_crop_resize_area_matches_cv2_on_padded_patches(integral, size):
         if y1 > y0 and x1 > x0:
             patch[y0 - top[i]: y1 - top[i], x0 - left[i]: x1 - left[i]] = images[idx[i], y0:y1, x0:x1]
         np.testing.assert_array_equal(got[i].permute(1, 2, 0).numpy(), _cv2(patch, (size, size)), err_msg=f"patch {i}")
+
+
+@pytest.mark.parametrize("size", [24, 48])
+def test_column_bounds_hold_for_every_width(size):
+    """The horizontal pass reads each weighted pixel as the difference of two consecutive prefix
+    sums (crop_resize.column_bounds checks this as it builds a table): every patch width from the
+    output size to 5000 px builds, positions never decrease, and the weights of every column are
+    OpenCV's area weights (``area_runs``), each once."""
+    from facenet_tf2pt.models.detection.crop_resize import column_bounds
+    from facenet_tf2pt.models.detection.resample import area_runs
+
+    for src in range(size, 5001):
+        positions, weights, stride = column_bounds(src, size, False)
+        assert stride == 2 and positions.shape == (2 * size + 2,)
+        assert bool((positions[1:] >= positions[:-1]).all()), src
+        want = [((f or (0, 0.0))[1], w, (l or (0, 0.0))[1]) for f, (_, _, w), l in area_runs(src, size)]
+        np.testing.assert_array_equal(weights.numpy(), np.array(want), err_msg=str(src))
+
+
+def test_row_sums_refuse_to_pack_too_wide_images():
+    from facenet_tf2pt.models.detection.crop_resize import _RowSums
+
+    wide = torch.zeros((1, 3, 1, 8225), dtype=torch.uint8)
+    assert not _RowSums(wide).packed and _RowSums(wide[..., :8224]).packed
+    with pytest.raises(ValueError, match="8225 px wide"):
+        _RowSums(wide, packed=True)

@@ -18,6 +18,7 @@ import os
 import sys
 
 from .options import finite, in_range, run_guarded
+from ..common.malloc import tune_malloc
 from ..common.paths import PathError, check_run_paths
 
 # Squared L2 between unit-norm embeddings; "same person" when the distance is below it.
@@ -323,6 +324,10 @@ COMMANDS = {"embed": cmd_embed, "compare": cmd_compare, "evaluate-lfw": cmd_eval
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # this process is ours: keep freed tensor memory for reuse (models/common/malloc.py)
+    tuning = tune_malloc()
+    if getattr(args, "verbose", False):
+        print(tuning)
     from ..data.datasets import ImageLoadError
     from ..hub.builder import ModelLoadError
     from ..data.lfw import PairsFormatError

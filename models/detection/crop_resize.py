@@ -18,66 +18,123 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from .resample import _f32, _fast_area, _integer_scale, area_runs, area_taps, linear_taps
 
 
 @lru_cache(maxsize=1024)
-def column_runs(src: int, dst: int, enlarging: bool) -> torch.Tensor:
-    """Per output column: (first index, first weight, run start, run end, run weight, last index,
-    last weight), float64 (dst, 7); an absent tap has weight 0."""
-    rows = []
+def column_bounds(src: int, dst: int, enlarging: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One patch width's horizontal pass as differences of row prefix sums: ``positions`` (P,)
+    where each row's prefix sums are read, ``weights`` (dst, 3) and ``stride``: output column d is
+    ``sum_j weights[d, j] * D[stride * d + j]``, D the differences of consecutive positions.
+
+    Shrinking (stride 2): the positions are the boundaries of every column's first pixel, run
+    and last pixel, in order; the last pixel of column d is the first of column d + 1 whenever
+    both exist, so a row takes 2 * dst + 2 reads. Enlarging (stride 4, the bilinear variant):
+    per column its two pixels i0, i1, read at i0, i0 + 1, i1, i1 + 1 (the middle difference
+    weighted 0); the padding tap of a one-tap column has weight 0."""
     if enlarging:
         index, weight = linear_taps(src, dst, True)
+        positions, weights = [], []
         for d in range(dst):
-            last = (int(index[d, 1]), float(weight[d, 1])) if index.shape[1] > 1 else (0, 0.0)
-            rows.append((int(index[d, 0]), float(weight[d, 0]), 0, 0, 0.0, *last))
-    else:
-        for first, (lo, hi, w), last in area_runs(src, dst):
-            rows.append((*(first or (0, 0.0)), lo, hi, w, *(last or (0, 0.0))))
-    return torch.tensor(rows, dtype=torch.float64)
+            i0, i1 = int(index[d, 0]), int(index[d, -1])
+            positions += [i0, i0 + 1, i1, i1 + 1]
+            weights.append((float(weight[d, 0]), 0.0, float(weight[d, -1]) if index.shape[1] > 1 else 0.0))
+        return torch.tensor(positions), torch.tensor(weights, dtype=torch.float64), 4
+    runs = area_runs(src, dst)
+    first0 = runs[0][0]
+    positions = [first0[0] if first0 else runs[0][1][0]]
+    for _, (lo, hi, _), _ in runs:
+        positions += [lo, hi]
+    positions.append(runs[-1][1][1] + (1 if runs[-1][2] else 0))
+    weights = []
+    for d, (first, (lo, hi, w), last) in enumerate(runs):
+        # each weighted difference must be exactly its pixel (checked for every width up to 5000)
+        for piece, at in ((first, 2 * d), (last, 2 * d + 2)):
+            if piece and positions[at: at + 2] != [piece[0], piece[0] + 1]:
+                raise AssertionError(f"INTER_AREA {src}->{dst}: column {d}'s pixel {piece[0]} is not "
+                                     f"between positions {positions[at: at + 2]}")
+        weights.append((first[1] if first else 0.0, w, last[1] if last else 0.0))
+    return torch.tensor(positions), torch.tensor(weights, dtype=torch.float64), 2
 
 
 class _RowSums:
-    """Prefix sums along every image row, (N * (H + 2) * (W + 1), C) int32: image n's row r is
-    table row n * (H + 2) + r + 1, between two zero rows (rows outside the image are clamped onto
-    them), and column x holds the sum of the pixels left of x (columns are clamped to 0 .. W). So
-    pixels outside the image read as 0 with index arithmetic alone, no masking."""
+    """Prefix sums along every image row: image n's row r is table row n * (H + 2) + r + 1,
+    between two zero rows (rows outside the image are clamped onto them), and column x holds the
+    sum of the pixels left of x (columns are clamped to 0 .. W). So pixels outside the image read
+    as 0 with index arithmetic alone, no masking.
 
-    def __init__(self, images: torch.Tensor):
+    The C channels' sums are packed into one int64 per pixel, ``63 // C`` bits each, when the
+    longest sum fits (255 * W < 2 ** bits: W <= 8224 for RGB): packed sums of pixels add without
+    carries between the fields, and a gather of one int64 per position is 2.5x faster than of a
+    row of C int32s. Wider images keep one int32 per channel, (N * (H + 2) * (W + 1), C)."""
+
+    def __init__(self, images: torch.Tensor, packed: bool | None = None):
         n, c, h, w = images.shape
-        self.h, self.w = h, w
+        self.h, self.w, self.c = h, w, c
+        self.bits = 63 // c
+        self.packed = 255 * w < (1 << self.bits) if packed is None else packed
+        if self.packed and 255 * w >= (1 << self.bits):
+            raise ValueError(f"cannot pack {c} channels' row sums of a {w} px wide image into 64 bits")
         # the sums are written in place into the table (no copy of a frame-sized tensor)
-        self.table = torch.empty((n * (h + 2) * (w + 1), c), dtype=torch.int32, device=images.device)
-        sums = self.table.view(n, h + 2, w + 1, c)
-        sums[:, 0] = 0
-        sums[:, h + 1] = 0
-        sums[:, :, 0] = 0
-        torch.cumsum(images.permute(0, 2, 3, 1).to(torch.int32), dim=2, out=sums[:, 1: h + 1, 1:])
+        shape = (n * (h + 2) * (w + 1),) if self.packed else (n * (h + 2) * (w + 1), c)
+        self.table = torch.empty(shape, dtype=torch.int64 if self.packed else torch.int32, device=images.device)
+        table = self.table.view(n, h + 2, w + 1, -1)
+        table[:, 0] = 0
+        table[:, h + 1] = 0
+        table[:, :, 0] = 0
+        sums = table[:, 1: h + 1, 1:]
+        pixels = images.permute(0, 2, 3, 1).to(torch.uint8)  # exact: the images hold uint8 values
+        if self.packed:  # channel k in the field at bit (C - 1 - k) * bits
+            for k in range(c):
+                field = pixels[..., k: k + 1].to(torch.int64).bitwise_left_shift_((c - 1 - k) * self.bits)
+                sums.copy_(field) if k == 0 else sums.bitwise_or_(field)
+        if images.device.type == "cpu":  # NumPy's scan is 3x torch's here (7 vs 25 ms on 2000 x 1500)
+            source = sums.numpy() if self.packed else pixels.numpy()
+            np.cumsum(source, axis=2, dtype=source.dtype if self.packed else np.int32, out=sums.numpy())
+        else:
+            sums.copy_(torch.cumsum(sums if self.packed else pixels.to(torch.int32), dim=2))
+
+    def _gather(self, image, row, col) -> torch.Tensor:
+        flat = (image * (self.h + 2) + row.clamp(-1, self.h) + 1) * (self.w + 1) + col.clamp(0, self.w)
+        return self.table.index_select(0, flat.reshape(-1)).view(*flat.shape, *self.table.shape[1:])
+
+    def _channels(self, v: torch.Tensor) -> torch.Tensor:
+        """Packed differences (...) -> float64 (..., C); a negative difference (an unused one,
+        weighted 0) becomes some finite non-negative value."""
+        if not self.packed:
+            return v.to(torch.float64)
+        mask = (1 << self.bits) - 1
+        return torch.stack([(v >> ((self.c - 1 - k) * self.bits)) & mask for k in range(self.c)], -1).to(torch.float64)
+
+    def differences(self, image, row, cols) -> torch.Tensor:
+        """``sums[cols[..., j + 1]] - sums[cols[..., j]]`` on each broadcast (image, row): the pixel
+        sums between consecutive columns, float64 (..., P - 1, C). One gather."""
+        at = self._gather(image, row, cols)
+        if self.packed:
+            return self._channels(at[..., 1:] - at[..., :-1])
+        return self._channels(at[..., 1:, :] - at[..., :-1, :])
 
     def between(self, image, row, x0, x1) -> torch.Tensor:
         """Sum of the pixels ``x0 <= x < x1`` of ``row`` (broadcast), float64 (..., C)."""
-        base = (image * (self.h + 2) + row.clamp(-1, self.h) + 1) * (self.w + 1)
-        shape = torch.broadcast_shapes(base.shape, x0.shape, x1.shape)
-        ends = torch.stack([(base + x.clamp(0, self.w)).expand(shape) for x in (x1, x0)])
-        hi, lo = self.table.index_select(0, ends.reshape(-1)).view(2, *shape, -1)  # one gather
-        return (hi - lo).to(torch.float64)
+        hi, lo = self._gather(image, row, torch.stack(torch.broadcast_tensors(x1, x0)))
+        return self._channels(hi - lo)
 
 
-def _rows_by_runs(sums: _RowSums, image_index, top, left, height: int, runs: torch.Tensor) -> torch.Tensor:
-    """The horizontal pass for ``height`` rows of each patch from prefix sums: (K, height, size, C).
-    The first pixel, the run and the last pixel of every output are read in one gather."""
+def _rows_by_bounds(sums: _RowSums, image_index, top, left, height: int, positions: torch.Tensor,
+                    weights: torch.Tensor, stride: int) -> torch.Tensor:
+    """The horizontal pass for ``height`` rows of each patch from prefix sums (``column_bounds``
+    tables stacked: positions (K, P), weights (K, size, 3)): (K, height, size, C) float64."""
     dev = image_index.device
-    runs = runs.to(dev)
-    size = runs.shape[1]
-    col = left[:, None, None] + runs[:, :, [0, 2, 5]].long()  # (K, size, 3) starts
-    end = col + torch.stack((torch.ones_like(col[..., 0]), runs[..., 3].long() - runs[..., 2].long(),
-                             torch.ones_like(col[..., 0])), dim=2)
+    positions, weights = positions.to(dev), weights.to(dev)
+    size = weights.shape[1]
     row = top[:, None, None] + torch.arange(height, device=dev)[None, :, None]
-    part = sums.between(image_index[:, None, None], row, col.reshape(len(col), 1, -1), end.reshape(len(end), 1, -1))
-    part = part.view(len(col), height, size, 3, -1) * runs[:, None, :, [1, 4, 6], None]
-    return part[:, :, :, 0] + part[:, :, :, 1] + part[:, :, :, 2]  # exact: the order cannot matter
+    diffs = sums.differences(image_index[:, None, None], row, left[:, None, None] + positions[:, None, :])
+    last = stride * (size - 1) + 1
+    part = [diffs[:, :, j: j + last: stride] * weights[:, None, :, j, None] for j in range(3)]
+    return part[0] + part[1] + part[2]  # products and sums exact: the order cannot matter
 
 
 def _fast_by_sums(sums: _RowSums, image_index, top, left, kx: int, ky: int, size: int) -> torch.Tensor:
@@ -94,29 +151,33 @@ def _fast_by_sums(sums: _RowSums, image_index, top, left, kx: int, ky: int, size
 
 
 def _vertical(rows: torch.Tensor, yt, size: int) -> torch.Tensor:
-    """The vertical pass, tap by tap in OpenCV's order: rows (K, gh, size, C) -> (K, C, size, size)."""
+    """The vertical pass, tap by tap in OpenCV's order: rows (K, gh, size, C) -> (K, C, size, size).
+    Each tap gathers whole patch rows (size * C values: 10x faster than C at a time)."""
     k, gh = rows.shape[0], rows.shape[1]
     dev = rows.device
-    yi, yw = yt[0].to(dev), yt[1].to(dev)
-    index = (torch.arange(k, device=dev)[:, None, None, None] * gh + yi[:, :, None, :]) * size \
-        + torch.arange(size, device=dev)[None, None, :, None]  # (K, size, size, Ty)
-    weight = yw[:, :, None, :].expand(k, size, size, yw.shape[-1])
-    return _rows_accumulate(rows.reshape(-1, rows.shape[-1]), index, weight).permute(0, 3, 1, 2)
+    yi, yw = yt[0].to(dev), yt[1].to(dev)  # (K, size, Ty)
+    index = torch.arange(k, device=dev)[:, None, None] * gh + yi  # rows of (K * gh, size * C)
+    out = _rows_accumulate(rows.reshape(k * gh, -1), index, yw)  # (K, size, size * C)
+    return out.view(k, size, size, -1).permute(0, 3, 1, 2)
 
 
 def _axis_plan(src: int, dst: int, enlarging: bool, columns: bool):
     return linear_taps(src, dst, columns) if enlarging else area_taps(src, dst)
 
 
-def _stack_taps(tables: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-patch (dst, T_k) tables -> (K, dst, T) with zero-weight padding taps."""
-    taps = max(t[0].shape[1] for t in tables)
-    index = torch.zeros((len(tables), tables[0][0].shape[0], taps), dtype=torch.long)
-    weight = torch.zeros(index.shape, dtype=torch.float64)
-    for k, (i, w) in enumerate(tables):
-        index[k, :, : i.shape[1]] = i
-        weight[k, :, : w.shape[1]] = w
-    return index, weight
+@lru_cache(maxsize=4096)
+def _padded_plan(src: int, dst: int, enlarging: bool, columns: bool, taps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_axis_plan`` padded to ``taps`` taps with zero weights (on source pixel 0)."""
+    index, weight = _axis_plan(src, dst, enlarging, columns)
+    pad = taps - index.shape[1]
+    return torch.nn.functional.pad(index, (0, pad)), torch.nn.functional.pad(weight, (0, pad))
+
+
+def _stack_taps(plans: list[tuple[int, int, bool, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch tables (``_axis_plan`` arguments) -> (K, dst, T), padded with zero-weight taps."""
+    taps = max(_axis_plan(*p)[0].shape[1] for p in plans)
+    tables = [_padded_plan(*p, taps) for p in plans]
+    return torch.stack([i for i, _ in tables]), torch.stack([w for _, w in tables])
 
 
 class _Pixels:
@@ -141,7 +202,8 @@ class _Pixels:
 
 
 def _rows_accumulate(values: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Tap by tap: sum_t values.index_select(0, index[..., t]) * weight[..., t] (trailing C)."""
+    """Tap by tap: sum_t values.index_select(0, index[..., t]) * weight[..., t], each gathered row
+    of ``values`` scaled by its weight."""
     out = None
     for t in range(index.shape[-1]):
         term = values.index_select(0, index[..., t].reshape(-1)).view(*index.shape[:-1], -1)
@@ -207,7 +269,7 @@ def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch
         if h >= size and w >= size and kx is not None and ky is not None and (kx, ky) != (1, 1):
             key = ("fast", kx, ky)
         elif integral:  # similar heights share padded tables (a group spans a factor of about 1.41)
-            key = ("taps", int(2 * math.log2(h)))
+            key = ("taps", int(2 * math.log2(h)), h < size or w < size)
         else:
             key = ("taps", h < size or w < size, int(3 * math.log2(max(h, w))))
         groups.setdefault(key, []).append(i)
@@ -220,12 +282,14 @@ def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch
             out[sel] = _fast_area(_canvas(source, img, t, l, hs[members[0]], ws[members[0]]), key[1], key[2], "f64")
         else:  # INTER_AREA enlarges both axes (bilinear variant) as soon as one axis grows
             enlarging = [hs[i] < size or ws[i] < size for i in members]
-            yt = _stack_taps([_axis_plan(hs[i], size, e, False) for i, e in zip(members, enlarging)])
+            yt = _stack_taps([(hs[i], size, e, False) for i, e in zip(members, enlarging)])
             if integral:
-                runs = torch.stack([column_runs(ws[i], size, e) for i, e in zip(members, enlarging)])
-                rows = _rows_by_runs(source, img, t, l, max(hs[i] for i in members), runs)
+                tables = [column_bounds(ws[i], size, e) for i, e in zip(members, enlarging)]
+                rows = _rows_by_bounds(source, img, t, l, max(hs[i] for i in members),
+                                       torch.stack([p for p, _, _ in tables]),
+                                       torch.stack([w for _, w, _ in tables]), tables[0][2])
                 out[sel] = _vertical(rows, yt, size)
             else:
-                xt = _stack_taps([_axis_plan(ws[i], size, e, True) for i, e in zip(members, enlarging)])
+                xt = _stack_taps([(ws[i], size, e, True) for i, e in zip(members, enlarging)])
                 out[sel] = _patches_by_taps(source, img, t, l, [hs[i] for i in members], xt, yt, size)
     return out

@@ -399,10 +399,14 @@ def detect_faces(
     thresholds=(0.6, 0.7, 0.7),
     factor: float = 0.709,
 ) -> Detections:
-    """Run the cascade on a batch of same-size images (N, 3, H, W), float RGB in 0..255."""
+    """Run the cascade on a batch of same-size images (N, 3, H, W), RGB in 0..255: uint8, or float
+    (treated as uint8, and so resized as Sandberg resizes his photo, when it holds uint8 values)."""
     device = images.device
-    images = images.float().contiguous(memory_format=torch.channels_last)  # crops gather pixels
-    integral = _integral_uint8(images)
+    if images.dtype == torch.uint8:  # Sandberg's case, a uint8 photo: no float copy, nothing to check
+        images, integral = images.contiguous(memory_format=torch.channels_last), True
+    else:
+        images = images.float().contiguous(memory_format=torch.channels_last)  # crops gather pixels
+        integral = _integral_uint8(images)
     first = _stage1(images, pnet, min_face_size, thresholds[0], factor, "u8" if integral else "f64")
     if first is None:
         return Detections.empty(device)

@@ -37,6 +37,9 @@ _EXTRACT_SUPERSAMPLE_CAP = 8
 # decodes to. Detection needs a float copy of the frame plus its pyramid (about 25-30 bytes per
 # pixel at peak): a bigger frame is refused with a message rather than risking several GB.
 MAX_PIXELS = 50_000_000
+# Same-size frames are detected together up to this many pixels per call: batching 8 frames of
+# 250 px gave 120 images/s against 74 one by one, but 8 of 2000 x 1500 px 2.1 against 3.9 (make bench)
+BATCH_PIXELS = 1 << 21
 
 
 # ------------------------------------------------------------------------------------- weights
@@ -104,8 +107,9 @@ def _pil_to_rgb_array(img) -> np.ndarray:
 
 
 def _to_rgb(img, max_pixels: int | None = None) -> torch.Tensor:
-    """One image -> (H, W, 3) float32 tensor on the CPU (values as given, nominally 0..255).
-    Images over ``max_pixels`` are refused before any copy is made."""
+    """One image -> (H, W, 3) tensor on the CPU: uint8 for uint8 images (a PIL image, a uint8
+    array: no float copy, and the detector knows it holds uint8 values), else float32 (values as
+    given, nominally 0..255). Images over ``max_pixels`` are refused before any copy is made."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a core dependency
@@ -118,7 +122,8 @@ def _to_rgb(img, max_pixels: int | None = None) -> torch.Tensor:
     if isinstance(img, np.ndarray):
         if img.dtype == bool:
             img = img.astype(np.uint8) * 255
-        t = torch.from_numpy(np.array(img, dtype=np.float32))  # one copy (a PIL image's array is read-only)
+        # one copy (a PIL image's array is read-only)
+        t = torch.from_numpy(np.array(img, dtype=np.uint8 if img.dtype == np.uint8 else np.float32))
     elif isinstance(img, torch.Tensor):
         t = img.detach().cpu()
     else:
@@ -131,7 +136,7 @@ def _to_rgb(img, max_pixels: int | None = None) -> torch.Tensor:
         t = t.expand(-1, -1, 3)
     elif t.shape[-1] == 4:
         t = t[..., :3]
-    return t.float()
+    return t if t.dtype == torch.uint8 else t.float()
 
 
 def _frames(img, max_pixels: int | None = None) -> tuple[list[torch.Tensor], bool]:
@@ -140,11 +145,16 @@ def _frames(img, max_pixels: int | None = None) -> tuple[list[torch.Tensor], boo
     return [_to_rgb(x, max_pixels) for x in items], batched
 
 
-def _size_groups(frames: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+def _size_groups(frames: Sequence[torch.Tensor], max_pixels: int) -> list[list[int]]:
+    """Indices of same-size frames, in batches of at most ``max_pixels`` pixels (one frame at least)."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, f in enumerate(frames):
         groups.setdefault((f.shape[0], f.shape[1]), []).append(i)
-    return groups
+    batches = []
+    for (h, w), idx in groups.items():
+        per_batch = max(1, max_pixels // (h * w))
+        batches += [idx[k: k + per_batch] for k in range(0, len(idx), per_batch)]
+    return batches
 
 
 # ---------------------------------------------------------------------------------------- MTCNN
@@ -228,9 +238,12 @@ class MTCNN(nn.Module):
     def _detect_frames(self, frames: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
         """Per image: (boxes (n, 4), probs (n,), points (n, 5, 2)) as float32 arrays, or None."""
         results: list = [None] * len(frames)
-        for (h, w), idx in _size_groups(frames).items():
+        for idx in _size_groups(frames, BATCH_PIXELS):
             # one image: a view, not a copy (a large frame is hundreds of MB as float32)
-            batch = frames[idx[0]].unsqueeze(0) if len(idx) == 1 else torch.stack([frames[i] for i in idx])
+            group = [frames[i] for i in idx]
+            if len({f.dtype for f in group}) > 1:  # uint8 beside float: all as float
+                group = [f.float() for f in group]
+            batch = group[0].unsqueeze(0) if len(idx) == 1 else torch.stack(group)
             batch = batch.to(self.device).permute(0, 3, 1, 2)
             det: Detections = detect_faces(batch, self.pnet, self.rnet, self.onet,
                                            self.min_face_size, self.thresholds, self.factor)
@@ -354,7 +367,7 @@ class MTCNN(nn.Module):
                 boxes = boxes[:1]
                 points = points[:1] if points is not None else None
             affine, s = self._crop_affines(frame, boxes, points)
-            image = frame.permute(2, 0, 1).unsqueeze(0).to(self.device)
+            image = frame.permute(2, 0, 1).unsqueeze(0).to(self.device, torch.float32)
             index = torch.zeros(len(boxes), dtype=torch.long, device=self.device)
             crops = sample_affine(image, index, affine.to(self.device), self.image_size, s)
             crops = crops.round_().clamp_(0, 255).cpu()

@@ -159,7 +159,8 @@ def _accumulate_block(src: torch.Tensor, index: torch.Tensor, weight: torch.Tens
     acc = None
     for t0 in range(0, taps, per_gather):
         t1 = min(taps, t0 + per_gather)
-        terms = src.index_select(0, index[t0:t1].reshape(-1)).to(weight.dtype).mul_(weight[t0:t1].reshape(-1, 1))
+        # one op converts and multiplies (uint8 x float32 promotes to float32: the same products)
+        terms = torch.mul(src.index_select(0, index[t0:t1].reshape(-1)), weight[t0:t1].reshape(-1, 1))
         for term in terms.view(t1 - t0, dst, -1):
             acc = term if acc is None else acc.add_(term)
     return acc
