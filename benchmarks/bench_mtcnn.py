@@ -23,6 +23,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,7 +134,6 @@ def _vs_sandberg(mtcnn, min_seconds: float) -> dict:
 def _child_vs_sandberg(min_seconds: float, threads: int | None) -> dict:
     """The Sandberg comparison in a fresh process that keeps glibc's malloc defaults."""
     import json
-    import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench-mtcnn-") as tmp:
@@ -146,43 +146,49 @@ def _child_vs_sandberg(min_seconds: float, threads: int | None) -> dict:
         return json.loads(out.read_text())
 
 
+def _run_peer(tmp: str, photos: dict, out: str, *args: str) -> subprocess.CompletedProcess | None:
+    """benchmarks/peer_mtcnn.py on ``photos`` under the peer venv's Python, with this checkout
+    importable as ``facenet_tf2pt``; None when there is no peer venv."""
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    (Path(tmp) / "facenet_tf2pt").symlink_to(Path(__file__).resolve().parents[1])  # this checkout
+    np.savez(Path(tmp) / "photos.npz", **photos)
+    cmd = [str(python), str(Path(__file__).with_name("peer_mtcnn.py")), str(Path(tmp) / "photos.npz"), out, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONPATH": tmp},
+                          cwd=tmp)
+
+
 def _vs_facenet_pytorch(min_seconds: float, tuned: bool) -> dict:
     """facenet-pytorch 2.6.0 beside ours in the peer venv (benchmarks/peer_mtcnn.py), if made."""
     import json
-    import subprocess
     import tempfile
 
     from facenet_tf2pt.converter import sandberg_mtcnn as sm
 
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        return {"error": f"n/a (no peer venv at {PEER_VENV}: make peer-venv)", "rows": []}
     photos = sm.comparison_photos()
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-        (Path(tmp) / "facenet_tf2pt").symlink_to(Path(__file__).resolve().parents[1])  # this checkout
-        np.savez(Path(tmp) / "photos.npz", **{n: sm.as_rgb(photos[n]) for n in COMPARED})
-        cmd = [str(python), str(Path(__file__).with_name("peer_mtcnn.py")), str(Path(tmp) / "photos.npz"),
-               str(Path(tmp) / "out.json"), "--min-seconds", str(2 * min_seconds)] + (["--tune-malloc"] if tuned else [])
-        env = {**os.environ, "PYTHONPATH": tmp}
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env, cwd=tmp)
+        out = str(Path(tmp) / "out.json")
+        res = _run_peer(tmp, {n: sm.as_rgb(photos[n]) for n in COMPARED}, out, "--min-seconds", str(2 * min_seconds),
+                        *(["--tune-malloc"] if tuned else []))
+        if res is None:
+            return {"error": f"n/a (no peer venv at {PEER_VENV}: make peer-venv)", "rows": []}
         if res.returncode != 0:
             return {"error": f"peer venv run exited {res.returncode}: {res.stderr.strip()[-500:]}", "rows": []}
-        return json.loads((Path(tmp) / "out.json").read_text())
+        return json.loads(Path(out).read_text())
 
 
 def _pairs(ref: np.ndarray, boxes: np.ndarray) -> list[tuple[int, float]]:
-    """For each reference box, (index of the box overlapping it most, that IoU); Sandberg's +1 widths."""
-    def iou(a, b):
-        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
-        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
-        area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
-        return iw * ih / (area(a) + area(b) - iw * ih)
+    """For each reference box, (index of the box overlapping it most, that IoU), with the
+    detector's own overlap (Sandberg's +1 widths)."""
+    from facenet_tf2pt.models.detection.detect import _overlap_rows
 
-    out = []
-    for r in ref:
-        ious = [iou(r, b) for b in boxes]
-        out.append((int(np.argmax(ious)), float(max(ious))) if ious else (-1, 0.0))
-    return out
+    if len(boxes) == 0:
+        return [(-1, 0.0)] * len(ref)
+    ious = _overlap_rows(torch.as_tensor(ref, dtype=torch.float64)[None],
+                         torch.as_tensor(boxes, dtype=torch.float64)[None], "union")[0]
+    best = ious.max(dim=1)
+    return list(zip(best.indices.tolist(), best.values.tolist()))
 
 
 def agreement(mtcnn) -> dict:
@@ -190,7 +196,6 @@ def agreement(mtcnn) -> dict:
     the comparison photos (tests/test_mtcnn_sandberg.py's), each of his faces paired with the box
     overlapping it most: photos with his face count, IoU quantiles, share of faces at IoU >= 0.99,
     landmark error (max over the 5 points, px) and probability error."""
-    import subprocess
     import tempfile
 
     from facenet_tf2pt.converter import sandberg_mtcnn as sm
@@ -199,16 +204,10 @@ def agreement(mtcnn) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-agree-") as tmp:
         theirs = sm.SandbergDetector(sm.extract_align(Path(tmp)), threads=torch.get_num_threads())
         found = {"project": {n: mtcnn.detect(img, landmarks=True) for n, img in photos.items()}}
-        python = PEER_VENV / "bin" / "python"
-        if python.exists():
-            (Path(tmp) / "facenet_tf2pt").symlink_to(Path(__file__).resolve().parents[1])
-            np.savez(Path(tmp) / "photos.npz", **photos)
-            res = subprocess.run([str(python), str(Path(__file__).with_name("peer_mtcnn.py")), str(Path(tmp) / "photos.npz"),
-                                  str(Path(tmp) / "peer.npz"), "--detections"], capture_output=True, text=True,
-                                 timeout=1800, env={**os.environ, "PYTHONPATH": tmp}, cwd=tmp)
-            if res.returncode == 0:
-                with np.load(Path(tmp) / "peer.npz", allow_pickle=False) as z:
-                    found["facenet_pytorch"] = {n: (z[f"{n}/boxes"], z[f"{n}/probs"], z[f"{n}/points"]) for n in photos}
+        res = _run_peer(tmp, photos, str(Path(tmp) / "peer.npz"), "--detections")
+        if res is not None and res.returncode == 0:
+            with np.load(Path(tmp) / "peer.npz", allow_pickle=False) as z:
+                found["facenet_pytorch"] = {n: (z[f"{n}/boxes"], z[f"{n}/probs"], z[f"{n}/points"]) for n in photos}
         ref = {n: theirs.detect(img) for n, img in photos.items()}
     table = {}
     for who, dets in found.items():
@@ -255,9 +254,9 @@ def format_table(entry: dict) -> str:
              f"{'photo':>12} {'batch':>6} {'images/s':>10} {'ms/call':>10} {'faces':>6}"]
     for r in entry["rows"]:
         lines.append(f"{r['size']:>9} px {r['batch']:>6} {r['images_per_s']:>10.2f} {r['ms_per_call']:>10.1f} {r['faces']:>6}")
-    for key, title in (("vs_sandberg", "MTCNN vs Sandberg's detect_face (TF), one process"),
-                       ("vs_sandberg_default_malloc", "MTCNN vs Sandberg's detect_face (TF), one process")):
-        lines += _comparison(title, entry.get(key, {}), "Sandberg TF", "sandberg_tf_images_per_s")
+    for key in ("vs_sandberg", "vs_sandberg_default_malloc"):  # the bracket says which malloc
+        lines += _comparison("MTCNN vs Sandberg's detect_face (TF), one process", entry.get(key, {}), "Sandberg TF",
+                             "sandberg_tf_images_per_s")
     for mode, vs in entry.get("vs_facenet_pytorch", {}).items():
         lines += _comparison("MTCNN vs facenet-pytorch 2.6.0 (peer venv), one process", vs, "facenet-pytorch",
                              "facenet_pytorch_images_per_s")

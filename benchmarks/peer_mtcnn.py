@@ -14,19 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
-
-
-def _per_call(fn, min_seconds: float) -> float:
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < min_seconds:
-        fn()
-        calls += 1
-    return (time.perf_counter() - start) / calls
 
 
 def _detections(photos_file: str, out: str) -> int:
@@ -56,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.detections:
         return _detections(a.photos, a.out)
+    from bench_mtcnn import _interleaved  # beside this script, on sys.path when run as one
     from facenet_tf2pt import MTCNN, tune_malloc
 
     tuning = str(tune_malloc()) if a.tune_malloc else "malloc: glibc's defaults (not tuned)"
@@ -68,12 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in photos.files:
             img = photos[name]
             detectors = {"project": lambda: ours.detect(img), "facenet_pytorch": lambda: peer.detect(img)}
-            faces = {k: len(f()[0]) if f()[0] is not None else 0 for k, f in detectors.items()}  # warm-up too
-            times: dict[str, list[float]] = {k: [] for k in detectors}
-            for _ in range(a.rounds):
-                for k, f in detectors.items():
-                    times[k].append(_per_call(f, a.min_seconds / a.rounds))
-            med = {k: statistics.median(v) for k, v in times.items()}
+            faces = {}
+            for k, f in detectors.items():
+                boxes = f()[0]
+                faces[k] = 0 if boxes is None else len(boxes)
+            med = _interleaved(detectors, a.min_seconds, a.rounds)
             rows.append({"photo": name, "size": f"{img.shape[1]}x{img.shape[0]}", "faces": faces,
                          "project_images_per_s": 1 / med["project"],
                          "facenet_pytorch_images_per_s": 1 / med["facenet_pytorch"],

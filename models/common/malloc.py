@@ -68,8 +68,8 @@ def tune_malloc() -> MallocTuning:
     except (OSError, AttributeError) as e:
         return MallocTuning(False, f"mallopt unavailable ({e})")
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    settings = {"M_MMAP_THRESHOLD": MMAP_THRESHOLD, "M_TRIM_THRESHOLD": TRIM_THRESHOLD}
-    for name, value in settings.items():
-        if mallopt(globals()[name], value) != 1:
+    settings = {"M_MMAP_THRESHOLD": (M_MMAP_THRESHOLD, MMAP_THRESHOLD), "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, TRIM_THRESHOLD)}
+    for name, (param, value) in settings.items():
+        if mallopt(param, value) != 1:
             return MallocTuning(False, f"mallopt({name}, {value}) was refused")
-    return MallocTuning(True, "", settings)
+    return MallocTuning(True, "", {name: value for name, (_, value) in settings.items()})

@@ -75,8 +75,9 @@ class _RowSums:
         n, c, h, w = images.shape
         self.h, self.w, self.c = h, w, c
         self.bits = 63 // c
-        self.packed = 255 * w < (1 << self.bits) if packed is None else packed
-        if self.packed and 255 * w >= (1 << self.bits):
+        fits = 255 * w < (1 << self.bits)
+        self.packed = fits if packed is None else packed
+        if self.packed and not fits:
             raise ValueError(f"cannot pack {c} channels' row sums of a {w} px wide image into 64 bits")
         # the sums are written in place into the table (no copy of a frame-sized tensor)
         shape = (n * (h + 2) * (w + 1),) if self.packed else (n * (h + 2) * (w + 1), c)
@@ -113,9 +114,7 @@ class _RowSums:
         """``sums[cols[..., j + 1]] - sums[cols[..., j]]`` on each broadcast (image, row): the pixel
         sums between consecutive columns, float64 (..., P - 1, C). One gather."""
         at = self._gather(image, row, cols)
-        if self.packed:
-            return self._channels(at[..., 1:] - at[..., :-1])
-        return self._channels(at[..., 1:, :] - at[..., :-1, :])
+        return self._channels(torch.diff(at, dim=-1 if self.packed else -2))  # unpacked: C trails
 
     def between(self, image, row, x0, x1) -> torch.Tensor:
         """Sum of the pixels ``x0 <= x < x1`` of ``row`` (broadcast), float64 (..., C)."""
