@@ -1,7 +1,8 @@
 """Inference throughput, side by side in one process: TensorFlow frozen graph, onnxruntime (its tf2onnx
 export), PyTorch plain, `fuse(float32)`, onnxruntime on our model's torch.onnx export (`facenet-convert
 export`; row `onnxruntime_torch_export`), `fuse(impl="graph")` (oneDNN Graph, compiled per batch size
-before timing; compile time reported), `fuse(bfloat16)`; images/s at batch 1 and 32, 160x160.
+before timing; compile time reported), `fuse(impl="onnxruntime")` (our folded graph written as ONNX,
+run by onnxruntime), `fuse(bfloat16)`; images/s at batch 1 and 32, 160x160.
 
     python -m benchmarks.bench_inference [--tf-pb MODEL.pb [--pt-weights MODEL.pt]] [--json OUT.json]
 
@@ -96,6 +97,25 @@ def count_gflop(model: torch.nn.Module, image_size: int = 160) -> float:
 
 
 # ------------------------------------------------------------------------------------ TF and ORT
+
+def conv_peak_gflops(seconds: float = 1.0) -> float:
+    """This machine's practical float32 conv throughput, GFLOP/s (2 x multiply-adds): one large 3x3
+    conv (8 x 512 x 32 x 32 -> 512 channels, channels_last: oneDNN's best kernel where it has one)
+    on torch's threads, the best of several timed calls. No engine can run the network's convs
+    faster than this, so it bounds every row's GFLOP/s."""
+    x = torch.randn(8, 512, 32, 32).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(512, 512, 3, 3).contiguous(memory_format=torch.channels_last)
+    flop = 2 * 8 * 32 * 32 * 512 * 512 * 9
+    best = float("inf")
+    with torch.inference_mode():
+        F.conv2d(x, w, padding=1)
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            F.conv2d(x, w, padding=1)
+            best = min(best, time.perf_counter() - t0)
+    return flop / best / 1e9
+
 
 def _load_tf(pb_path: str):
     """(session runner: NHWC float32 -> embeddings, embedding size)."""
@@ -277,6 +297,7 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         out["weights"] = f"random (seed {seed})"
     gflop = count_gflop(model, image_size)
     out["gflop_per_image"] = round(gflop, 4)
+    out["conv_peak_gflop_per_s"] = round(conv_peak_gflops(), 1)
 
     t0 = time.perf_counter()
     fused = model.fuse(torch.float32)   # the default: impl="auto"
@@ -291,6 +312,10 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         variants["torch_fused_fp32_graph"] = model.fuse(impl="graph")  # compiled on its first call per batch
     else:
         na["torch_fused_fp32_graph"] = f"no oneDNN Graph fuser for {caps.machine} in this PyTorch build"
+    if caps.onnxruntime:
+        variants["torch_fused_fp32_onnxruntime"] = model.fuse(impl="onnxruntime")  # sessions made on first call
+    else:
+        na["torch_fused_fp32_onnxruntime"] = "onnx/onnxruntime not installed (pip install '.[onnxruntime]')"
     if caps.bf16 == "none":
         na["torch_fused_bf16"] = ("oneDNN has no bfloat16 convs on this CPU; fuse(torch.bfloat16) falls back "
                                   "to ATen's, several times slower than float32 (not timed)")
@@ -341,7 +366,8 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         compiled = torch.compile(fuse_inception(model, torch.float32, impl="onednn", workers=1), dynamic=False)
 
     order = ["tf_frozen_graph", "onnxruntime", "torch_plain", "torch_fuse_default", "onnxruntime_torch_export",
-             "torch_fused_fp32_eager", "torch_fused_fp32_graph", "torch_fused_bf16"] + (["torch_fused_fp32_compiled"] if compiled else [])
+             "torch_fused_fp32_eager", "torch_fused_fp32_graph", "torch_fused_fp32_onnxruntime",
+             "torch_fused_bf16"] + (["torch_fused_fp32_compiled"] if compiled else [])
     results: dict = {}
     for b in batches:
         x = torch.randn(b, 3, image_size, image_size, generator=gen)
@@ -357,7 +383,8 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
         for name, m in variants.items():
             fns[name] = (lambda m=m: m(x))
         with torch.inference_mode():
-            for name in ("torch_fused_fp32_graph", "torch_fuse_default"):  # first call = compile (graph)
+            # first call = compile (graph) or ONNX graph + session (onnxruntime)
+            for name in ("torch_fused_fp32_graph", "torch_fused_fp32_onnxruntime", "torch_fuse_default"):
                 if name in fns:
                     t0 = time.perf_counter()
                     fns[name]()
@@ -388,6 +415,7 @@ def run(report: dict, tf_pb_path: str | None = None, *, pt_weights: str | None =
                           "clean_rounds": t["clean_rounds"], "rounds": t["rounds"],
                           "foreign_cores_median": t["foreign_cores_median"],
                           "gflop_per_s": round(ips * gflop, 1),
+                          "of_conv_peak": round(ips * gflop / out["conv_peak_gflop_per_s"], 3),
                           "vs_tf": round(base / pick[name], 3) if base else None,
                           "vs_onnxruntime": round(ort_base / pick[name], 3) if ort_base else None,
                           "vs_torch_plain": round(pick["torch_plain"] / pick[name], 3),
@@ -413,25 +441,31 @@ def format_table(out: dict) -> str:
     res = out["results"]
     names = list(next(iter(res.values())).keys())
     bs = list(res.keys())
-    head = (f"{'variant':26s}" + "".join(f" | b={b:<3s} img/s  x TF x ORT x plain" for b in bs)
-            + f" | GFLOP/s b={bs[-1]}")
+    head = (f"{'variant':28s}" + "".join(f" | b={b:<3s} img/s  x TF x ORT x plain" for b in bs)
+            + f" | GFLOP/s b={bs[-1]} (of peak)")
     lines = [head, "-" * len(head)]
     for n in names:
         if "na" in res[bs[0]][n]:
-            lines.append(f"{n:26s} | n/a ({res[bs[0]][n]['na']})")
+            lines.append(f"{n:28s} | n/a ({res[bs[0]][n]['na']})")
             continue
         cells = []
         for b in bs:
             r = res[b][n]
             cells.append(f" | {r['images_per_s']:11.1f} {_ratio(r['vs_tf'])} {_ratio(r['vs_onnxruntime'])} "
                          f"{r['vs_torch_plain']:7.2f}")
-        lines.append(f"{n:26s}" + "".join(cells) + f" | {res[bs[-1]][n]['gflop_per_s']:10.1f}")
+        last = res[bs[-1]][n]
+        lines.append(f"{n:28s}" + "".join(cells) + f" | {last['gflop_per_s']:10.1f} ({last['of_conv_peak']:.0%})")
     m = out["machine"]
     lines.append("")
     lines.append(f"CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; class {m['isa_class']}, flags "
                  f"{' '.join(m['flags']) or '-'}; {m['capabilities']}")
     lines.append(f"torch {m['torch']} ({m['torch_threads']} threads, ATen {m['cpu_capability']}); "
-                 f"{out['gflop_per_image']} GFLOP/image")
+                 f"{out['gflop_per_image']} GFLOP/image; conv peak {out['conv_peak_gflop_per_s']} GFLOP/s "
+                 f"(one large 3x3 conv on the same threads: the ceiling for every row)")
+    if m.get("isa_restriction"):
+        lines.append(f"note: {m['isa_restriction']} holds torch's and TF's oneDNN kernels (and the conv peak) to that "
+                     f"ISA; onnxruntime's kernels choose theirs from the CPU, so its rows are not figures for that "
+                     f"class and can pass 100% of the peak")
     for b, d in out.get("engine_decisions", {}).items():
         lines.append(f"fuse() default at batch {b}: {d['engine']} ({d['reason']})")
     for b in bs:
@@ -445,7 +479,8 @@ def format_table(out: dict) -> str:
                  f"{out['rounds']} interleaved rounds of ~{out['round_s']} s per variant")
     lines.append("parity: " + ", ".join(f"{k} {v:.7g}" if "cos" in k else f"{k} {v:.3g}" for k, v in out["parity"].items()))
     if out.get("first_call_s"):
-        lines.append(f"first call (oneDNN Graph compiles there; s, per batch size): {out['first_call_s']}")
+        lines.append(f"first call (oneDNN Graph compiles there, onnxruntime makes its session; s, per batch size): "
+                     f"{out['first_call_s']}")
     if out.get("compile_s"):
         lines.append(f"torch.compile time (s, per batch size): {out['compile_s']}")
     for w in out.get("bf16_warnings", []):

@@ -11,8 +11,9 @@ comparison with Sandberg is also run in a child process left with glibc's defaul
 figures are in the table. Every detector gets the same uint8 photo through its public API
 (``MTCNN.detect``; his ``detect_face``). The photo of the throughput rows is
 skimage.data.astronaut() resized; a batch of 8 is a (8, H, W, 3) array of it.
-Timing: interleaved rounds (ours, his, ours, ...), each until ``min_seconds / rounds``, the median
-round reported. facenet-pytorch imports torchvision, which fails to import beside the torch 2.13
+Timing: 5 interleaved rounds (ours, his, ours, ...), each until ``min_seconds / rounds``; images/s
+from the median round of each, the ratio as the median of the per-round ratios (each round times
+both side by side, so a drift of the machine's speed between rounds cancels; they are in the JSON). facenet-pytorch imports torchvision, which fails to import beside the torch 2.13
 this project pins, so it runs in its own venv (``make peer-venv``: torch 2.14.1, torchvision
 0.29.1, facenet-pytorch 2.6.0 without its torch<2.3 pin) in a child process that times ours
 beside it on that torch (benchmarks/peer_mtcnn.py); without that venv its columns say n/a.
@@ -61,15 +62,22 @@ def _time(fn, min_seconds: float, min_calls: int = 2) -> tuple[float, int]:
             return elapsed / calls, calls
 
 
-def _interleaved(fns: dict, min_seconds: float, rounds: int = 3) -> dict[str, float]:
-    """Seconds per call of each function: ``rounds`` interleaved rounds, the median round."""
+def _interleaved(fns: dict, min_seconds: float, rounds: int = 5) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of ``rounds`` interleaved rounds."""
     for fn in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             times[k].append(_time(fn, min_seconds / rounds, min_calls=1)[0])
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _compare(times: dict[str, list[float]], ours: str, theirs: str) -> tuple[float, float, float]:
+    """(our median s/call, theirs, ratio): the ratio is the median of the per-round ratios, each
+    round having timed both side by side, so a drift of the machine's speed between rounds cancels."""
+    ratio = statistics.median(t / o for o, t in zip(times[ours], times[theirs]))
+    return statistics.median(times[ours]), statistics.median(times[theirs]), ratio
 
 
 def run(report: dict, device: str | None = None, threads: int | None = None, min_seconds: float = 2.0) -> dict:
@@ -125,9 +133,10 @@ def _vs_sandberg(mtcnn, min_seconds: float) -> dict:
     for name in COMPARED:
         img = sm.as_rgb(photos[name])
         t = _interleaved({"ours": lambda: mtcnn.detect(img), "theirs": lambda: theirs.detect(img)}, 2 * min_seconds)
+        ours_s, theirs_s, ratio = _compare(t, "ours", "theirs")
         rows.append({"photo": name, "size": f"{img.shape[1]}x{img.shape[0]}", "faces": len(theirs.detect(img)[0]),
-                     "project_images_per_s": 1 / t["ours"], "sandberg_tf_images_per_s": 1 / t["theirs"],
-                     "ratio": t["theirs"] / t["ours"]})
+                     "project_images_per_s": 1 / ours_s, "sandberg_tf_images_per_s": 1 / theirs_s,
+                     "ratio": ratio, "round_ratios": [round(b / a, 3) for a, b in zip(t["ours"], t["theirs"])]})
     return {"rows": rows, "threads": torch.get_num_threads()}
 
 

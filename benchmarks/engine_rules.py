@@ -1,5 +1,5 @@
 """Measure the rules behind `fuse(impl="auto")`: eager fused (oneDNN prepacked / ATen convs), oneDNN
-Graph and the plain model, side by side in one process, as ratios to the plain model.
+Graph, onnxruntime (when installed) and the plain model, side by side in one process, as ratios to the plain model.
 
     python -m benchmarks.engine_rules [--batches 1,4,32] [--rounds 5]
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m benchmarks.engine_rules   # AVX2 class
@@ -31,6 +31,8 @@ def measure(batches=(1, 32), rounds: int = 5, round_s: float = 0.5, image_size: 
     model = random_model(512)
     engines = {"plain": model, "fused-onednn": fuse_inception(model, impl="onednn"),
                "fused-aten": fuse_inception(model, impl="aten"), "graph": fuse_inception(model, impl="graph")}
+    if current().onnxruntime:
+        engines["onnxruntime"] = fuse_inception(model, impl="onnxruntime")
     out = {}
     for b in batches:
         x = torch.randn(b, 3, image_size, image_size)

@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("photos")
     ap.add_argument("out")
     ap.add_argument("--min-seconds", type=float, default=1.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tune-malloc", action="store_true")
     ap.add_argument("--detections", action="store_true",
                     help="write facenet-pytorch's boxes, probabilities and landmarks per photo instead")
     a = ap.parse_args(argv)
     if a.detections:
         return _detections(a.photos, a.out)
-    from bench_mtcnn import _interleaved  # beside this script, on sys.path when run as one
+    from bench_mtcnn import _compare, _interleaved  # beside this script, on sys.path when run as one
     from facenet_tf2pt import MTCNN, tune_malloc
 
     tuning = str(tune_malloc()) if a.tune_malloc else "malloc: glibc's defaults (not tuned)"
@@ -63,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             for k, f in detectors.items():
                 boxes = f()[0]
                 faces[k] = 0 if boxes is None else len(boxes)
-            med = _interleaved(detectors, a.min_seconds, a.rounds)
+            t = _interleaved(detectors, a.min_seconds, a.rounds)
+            ours_s, peer_s, ratio = _compare(t, "project", "facenet_pytorch")
             rows.append({"photo": name, "size": f"{img.shape[1]}x{img.shape[0]}", "faces": faces,
-                         "project_images_per_s": 1 / med["project"],
-                         "facenet_pytorch_images_per_s": 1 / med["facenet_pytorch"],
-                         "ratio": med["facenet_pytorch"] / med["project"]})
+                         "project_images_per_s": 1 / ours_s, "facenet_pytorch_images_per_s": 1 / peer_s,
+                         "ratio": ratio,
+                         "round_ratios": [round(b / a, 3) for a, b in zip(t["project"], t["facenet_pytorch"])]})
     with open(a.out, "w") as f:
         json.dump({"rows": rows, "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "facenet_pytorch": getattr(facenet_pytorch, "__version__", "2.6.0"), "malloc": tuning}, f)

@@ -110,15 +110,19 @@ def test_batched_equals_alone_and_matches_manual_pipeline(embedded, crops, model
 
 
 def test_engines_agree_and_are_recorded(model, crops, weights, tmp_path):
-    """The default engine (model.fuse()), the plain model and oneDNN Graph give the same embeddings;
-    the engine is recorded in the output's metadata; an unknown engine is refused."""
+    """The default engine (model.fuse()), the plain model, oneDNN Graph and onnxruntime (when
+    installed) give the same embeddings; the engine is recorded in the output's metadata; an unknown
+    engine is refused."""
+    from facenet_tf2pt.models.engines import cpu_caps
+
     faces = [Image.open(crops / "eileen" / n).convert("RGB") for n in ("face.jpg", "shifted.jpg", "wide.png",
                                                                       "mirrored.jpg")]
-    out = {e: Embedder(model, "fixed", device="cpu", batch_size=4, engine=e) for e in ("fused", "plain", "graph")}
+    engines = ("fused", "plain", "graph") + (("onnxruntime",) if cpu_caps.detect().onnxruntime else ())
+    out = {e: Embedder(model, "fixed", device="cpu", batch_size=4, engine=e) for e in engines}
     assert out["fused"].model is not model and out["plain"].model is model
     emb = {e: m.embed_crops(faces) for e, m in out.items()}
-    np.testing.assert_allclose(emb["fused"], emb["plain"], atol=1e-6)
-    np.testing.assert_allclose(emb["graph"], emb["plain"], atol=1e-6)
+    for e in engines:
+        np.testing.assert_allclose(emb[e], emb["plain"], atol=1e-6)
     # a short batch is padded to the batch size: the same embeddings, no second compiled shape
     np.testing.assert_allclose(out["graph"].embed_crops(faces[:3]), emb["plain"][:3], atol=1e-6)
     assert out["graph"].model.compiled_shapes == [(4, 3, 160, 160)]
@@ -135,7 +139,7 @@ def test_embed_verbose_prints_and_stores_the_engine_decision(crops, weights, tmp
     """`facenet embed --verbose` says which engine runs and why; the .npz meta holds the same
     decision. On a CPU class without measured rules (forced here) the default is ATen's convs."""
     from facenet_tf2pt.models.engines import cpu_caps
-    from facenet_tf2pt.models.engines.engine_rules import choose_engine
+    from facenet_tf2pt.models.engines.engine_rules import ORT_CLASSES, choose_engine
 
     caps = cpu_caps.detect()
     res = run_cli("embed", crops, "-o", tmp_path / "auto.npz", "--weights", weights, "--batch-size", "64",
@@ -146,8 +150,10 @@ def test_embed_verbose_prints_and_stores_the_engine_decision(crops, weights, tmp
     decision = meta["engine_decision"]
     assert meta["engine"] == "fused" and decision["batch_size"] == 64 and decision["isa_class"] == caps.isa_class
     assert f"engine: {decision['engine']} (batch 64, CPU class {caps.isa_class}): {decision['reason']}" in res.stdout
-    # batch 64 is above every measured graph limit: the eager fused model, oneDNN where measured
-    assert decision["engine"] == ("fused-onednn" if caps.isa_class in ("amx", "avx512", "avx2") and caps.onednn
+    # batch 64: onnxruntime where it is installed and was measured fastest; otherwise it is above every
+    # measured graph limit: the eager fused model, oneDNN where measured
+    assert decision["engine"] == ("onnxruntime" if caps.onnxruntime and caps.isa_class in ORT_CLASSES
+                                  else "fused-onednn" if caps.isa_class in ("amx", "avx512", "avx2") and caps.onednn
                                   else "fused-aten")
     with cpu_caps.override(isa_class="neon", onednn_graph=False) as arm:
         assert choose_engine(arm, "cpu", torch.float32, 1).engine == "fused-aten"

@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from facenet_tf2pt.models.engines import cpu_caps
-from facenet_tf2pt.models.engines.engine_rules import GRAPH_MAX_BATCH, choose_engine
+from facenet_tf2pt.models.engines.engine_rules import GRAPH_MAX_BATCH, ORT_CLASSES, choose_engine
 from facenet_tf2pt.models.engines.fused import FusedInceptionResNetV1, fuse_inception
 from tests.helpers import FP32_TOL, assert_model_unchanged, model_snapshot, random_model
 
@@ -36,9 +36,11 @@ def images():
 def _need_onednn(impl):
     if impl == "onednn" and not cpu_caps.detect().onednn:
         pytest.skip(f"this PyTorch has no oneDNN conv ops ({cpu_caps.detect().describe()})")
+    if impl == "onnxruntime" and not cpu_caps.detect().onnxruntime:
+        pytest.skip("onnx/onnxruntime not installed (the onnxruntime extra)")
 
 
-@pytest.mark.parametrize("impl", ["auto", "onednn", "aten"])
+@pytest.mark.parametrize("impl", ["auto", "onednn", "aten", "onnxruntime"])
 @pytest.mark.parametrize("which", ["model512", "model128"])
 def test_fp32_parity_and_original_untouched(request, which, impl, images):
     _need_onednn(impl)
@@ -192,9 +194,11 @@ def test_native_bf16_does_not_warn(model512):
 
 @pytest.mark.parametrize("isa", ["amx", "avx512", "avx2", "neon", "other"])
 def test_auto_rules_per_cpu_class(isa):
-    """impl='auto': oneDNN Graph for small float32 CPU batches on the measured x86 classes, the eager
-    fused model above; unmeasured classes get ATen's convs; never the graph off CPU or in bf16."""
-    with cpu_caps.override(isa_class=isa, onednn=True, onednn_graph=isa in ("amx", "avx512", "avx2")) as caps:
+    """impl='auto' without onnxruntime: oneDNN Graph for small float32 CPU batches on the measured x86
+    classes, the eager fused model above; unmeasured classes get ATen's convs; never the graph off CPU
+    or in bf16."""
+    with cpu_caps.override(isa_class=isa, onednn=True, onednn_graph=isa in ("amx", "avx512", "avx2"),
+                           onnxruntime=False) as caps:
         measured = isa in ("amx", "avx512", "avx2")
         small = choose_engine(caps, "cpu", torch.float32, 1)
         big = choose_engine(caps, "cpu", torch.float32, 64)
@@ -206,8 +210,25 @@ def test_auto_rules_per_cpu_class(isa):
         assert choose_engine(caps, "cpu", torch.bfloat16, 1).engine != "graph"
         assert choose_engine(caps, "cuda", torch.float32, 1).engine == "fused-aten"
         assert all(d.reason and d.isa_class == isa for d in (small, big))
-    with cpu_caps.override(isa_class="avx2", onednn_graph=False) as caps:
+    with cpu_caps.override(isa_class="avx2", onednn_graph=False, onnxruntime=False) as caps:
         assert choose_engine(caps, "cpu", torch.float32, 1).engine == "fused-onednn"
+
+
+@pytest.mark.parametrize("isa", ["amx", "avx512", "avx2", "neon", "other"])
+def test_auto_rules_with_onnxruntime(isa):
+    """With onnxruntime installed: every float32 CPU batch goes to it on the classes where it was
+    measured fastest (AVX-512, AMX), and nowhere else; never off CPU, in bf16, or when only the
+    eager engines are asked for."""
+    with cpu_caps.override(isa_class=isa, onednn=True, onednn_graph=isa != "neon", onnxruntime=True) as caps:
+        chosen = {b: choose_engine(caps, "cpu", torch.float32, b).engine for b in (1, 8, 9, 64, None)}
+        if isa in ("amx", "avx512"):
+            assert set(chosen.values()) == {"onnxruntime"}
+        else:
+            assert "onnxruntime" not in chosen.values()
+        assert choose_engine(caps, "cpu", torch.bfloat16, 1).engine != "onnxruntime"
+        assert choose_engine(caps, "cuda", torch.float32, 1).engine == "fused-aten"
+        assert choose_engine(caps, "cpu", torch.float32, 1, eager_only=True).engine.startswith("fused-")
+    assert ORT_CLASSES == ("avx512", "amx")
 
 
 def test_auto_small_batches_run_on_onednn_graph(model128, images):
@@ -216,7 +237,8 @@ def test_auto_small_batches_run_on_onednn_graph(model128, images):
     caps = cpu_caps.detect()
     if not (caps.onednn_graph and caps.isa_class in GRAPH_MAX_BATCH):
         pytest.skip(f"oneDNN Graph isn't chosen on this CPU ({caps.describe()})")
-    fused = model128.fuse()
+    with cpu_caps.override(onnxruntime=False):   # the rules where onnxruntime is not installed
+        fused = model128.fuse()
     assert fused.decision_for(1).engine == "graph" and fused.decision_for(64).engine == "fused-onednn"
     x = torch.cat([images] * 4)[: GRAPH_MAX_BATCH[caps.isa_class] + 1]
     with torch.no_grad():
@@ -235,6 +257,41 @@ def test_auto_small_batches_run_on_onednn_graph(model128, images):
     assert arm.small_batch_graph is None and arm.impl == "aten"
     with torch.no_grad():
         assert (arm(images[:1]) - model128(images[:1])).abs().max().item() <= FP32_TOL
+
+
+def test_auto_runs_onnxruntime_where_chosen(model128, images, monkeypatch):
+    """Where the rules pick onnxruntime, fuse() runs every CPU batch on it: embeddings and logits
+    equal the plain model's, the sessions are a cache (dropped by pickling, rebuilt), the options
+    that only the eager module has (workers, merge_1x1) keep the eager engine, and impl='onnxruntime'
+    refuses what it can't run, naming the missing package."""
+    _need_onednn("onnxruntime")
+    with cpu_caps.override(isa_class="avx512"):
+        fused = model128.fuse()
+        eager = model128.fuse(workers=1)
+    assert fused.engine_decision.engine == "onnxruntime" and fused.decision_for(1).engine == "onnxruntime"
+    assert eager.ort_sessions is None and eager.decision_for(1).engine.startswith("fused-")
+    x = torch.cat([images] * 3)
+    with torch.no_grad():
+        for batch in (images[:1], x):
+            assert (fused(batch) - model128(batch)).abs().max().item() <= FP32_TOL
+            assert fused.last_engine == "onnxruntime"
+        classify = copy.deepcopy(model128)
+        classify.classify = True
+        logits = classify.fuse(impl="onnxruntime")
+        ref = classify(x)
+        assert (logits(x) - ref).abs().max().item() <= FP32_TOL * ref.abs().max().item()
+        clone = pickle.loads(pickle.dumps(fused))
+        assert clone.ort_sessions._sessions == {}
+        assert torch.equal(clone(x), fused(x))
+    with pytest.raises(ValueError, match="float32"):
+        model128.fuse(torch.bfloat16, impl="onnxruntime")
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+                        else real_find_spec(name, *a))
+    with pytest.raises(RuntimeError, match=r"needs onnxruntime: pip install"):
+        model128.fuse(impl="onnxruntime")
 
 
 def test_pickle_deepcopy_and_state(model512, images):

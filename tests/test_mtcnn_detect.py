@@ -357,3 +357,33 @@ def test_ceil_max_pool_equals_aten_pooling(kernel):
             ours, aten = pool(x), F.max_pool2d(x, kernel, 2, ceil_mode=True)
             assert torch.equal(ours, aten), (h, w)
             assert ours.is_contiguous(memory_format=torch.channels_last), (h, w)
+
+
+def test_pnet_padded_first_layers_equal_the_plain_layers(astronaut):
+    """P-Net's inference path (conv1 padded to 16 channels, for a fast PReLU) gives exactly what its
+    plain layers give on a real photo's pyramid level, and follows the weights: after loading other
+    weights its output changes with them (no stale cache)."""
+    from facenet_tf2pt.models.detection.detect import _pnet_input
+    from facenet_tf2pt.models.detection.resample import resize_area
+
+    pnet = load_net("pnet")
+    photo = torch.from_numpy(np.ascontiguousarray(astronaut)).permute(2, 0, 1)
+    x = _pnet_input(resize_area(photo[None], (307, 307), "u8"))
+    with torch.no_grad():
+        fast = pnet(x)
+    pnet.requires_grad_(True)
+    with torch.enable_grad():
+        plain = pnet(x)    # with gradients the plain layers run
+    assert all(torch.equal(a, b.detach()) for a, b in zip(fast, plain))
+    other = {k: v * 0.5 for k, v in pnet.state_dict().items()}
+    pnet.load_state_dict(other)
+    pnet.requires_grad_(False)
+    with torch.no_grad():
+        changed = pnet(x)
+    reference = PNet()
+    reference.load_state_dict(other)
+    reference.requires_grad_(True)
+    with torch.enable_grad():
+        expected = reference(x)
+    assert not torch.equal(changed[0], fast[0])
+    assert all(torch.equal(a, b.detach()) for a, b in zip(changed, expected))

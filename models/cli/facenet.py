@@ -41,9 +41,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--batch-size", type=in_range(int, 1, 1024), default=64, metavar="N",
                    help="images per batch (default 64)")
-    g.add_argument("--engine", choices=("fused", "plain", "graph"), default="fused",
-                   help="fused: model.fuse(), BatchNorm folded, same embeddings to ~1e-6 (default); plain: "
-                        "the model as converted; graph: oneDNN Graph, compiled per batch shape (CPU)")
+    g.add_argument("--engine", choices=("fused", "plain", "graph", "onnxruntime"), default="fused",
+                   help="fused: model.fuse(), BatchNorm folded, same embeddings to ~1e-6, its engine chosen for "
+                        "this CPU (default); plain: the model as converted; graph: oneDNN Graph, compiled per "
+                        "batch shape (CPU); onnxruntime: the folded graph run by onnxruntime (CPU, the onnxruntime extra)")
     g.add_argument("--workers", type=in_range(int, 0, 256), default=None, metavar="N",
                    help="DataLoader worker processes (default: 0 on CPU, min(4, cores) with CUDA)")
     g.add_argument("--detect", action="store_true",

@@ -202,7 +202,7 @@ def load_embeddings(path) -> EmbedResult:
                            root=root, meta=json.loads(str(z["meta"])))
 
 
-ENGINES = ("fused", "plain", "graph")
+ENGINES = ("fused", "plain", "graph", "onnxruntime")
 
 
 def _isa_class() -> str:
@@ -221,9 +221,11 @@ class Embedder:
     as Sandberg's ``--use_flipped_images``).
     ``engine``: 'fused' (default) runs ``model.fuse()`` -- BatchNorm folded, the same embeddings as the
     plain model to ~1e-6, its engine chosen for this CPU and ``batch_size`` by models/engines/engine_rules.py
-    (oneDNN Graph for small batches, the eager fused model for large ones); 'plain' runs the model
-    as given; 'graph' runs ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once for the
-    batch shape, ~3-7 s). With oneDNN Graph short batches are padded to the batch size (one compile).
+    (onnxruntime where it is installed and measured fastest, else oneDNN Graph for small batches and the
+    eager fused model for large ones); 'plain' runs the model as given; 'graph' runs
+    ``model.fuse(impl='graph')`` (CPU: oneDNN Graph, compiled once for the batch shape, ~3-7 s);
+    'onnxruntime' runs ``model.fuse(impl='onnxruntime')`` (CPU, the ``onnxruntime`` extra). With oneDNN Graph
+    short batches are padded to the batch size (one compile).
     ``engine_decision`` (also in ``meta()``) says which engine runs and why.
     """
 
@@ -239,7 +241,7 @@ class Embedder:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         if engine != "plain":   # fused on the target device (oneDNN on CPU, ATen convs on CUDA)
-            self.model = self.model.fuse(impl="graph" if engine == "graph" else "auto")
+            self.model = self.model.fuse(impl=engine if engine in ("graph", "onnxruntime") else "auto")
             self.engine_decision = self.model.decision_for(batch_size).as_dict()
         else:
             self.engine_decision = dict(engine="plain", reason="engine 'plain' given: the model as converted",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import os
 import platform
 from dataclasses import dataclass
@@ -39,10 +40,12 @@ class CpuCaps:
     bf16: str                    # oneDNN bfloat16 convs: "native" | "emulated" | "none"
     fp16: str                    # oneDNN float16 convs: "native" | "none"
     restricted: str              # the ISA restriction env vars in effect, "" when none
+    onnxruntime: bool = False    # onnx + onnxruntime importable (the `onnxruntime` extra): impl="onnxruntime"
 
     def describe(self) -> str:
         s = (f"ISA {self.isa_class}, oneDNN {'yes' if self.onednn else 'no'}, oneDNN Graph "
-             f"{'yes' if self.onednn_graph else 'no'}, bf16 {self.bf16}, fp16 {self.fp16}")
+             f"{'yes' if self.onednn_graph else 'no'}, bf16 {self.bf16}, fp16 {self.fp16}, onnxruntime "
+             f"{'yes' if self.onnxruntime else 'no'}")
         return s + (f" ({self.restricted})" if self.restricted else "")
 
 
@@ -125,7 +128,8 @@ def detect() -> CpuCaps:
               or "bf16" in flags)
         bf16 = "native" if hw and _native_bf16_allowed_by_onednn() else "emulated"
     fp16 = "native" if mkldnn and _probe(torch.ops.mkldnn, "_is_mkldnn_fp16_supported") else "none"
-    return CpuCaps(_cpu_model(), machine, isa, shown, onednn, graph, bf16, fp16, restricted)
+    ort = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+    return CpuCaps(_cpu_model(), machine, isa, shown, onednn, graph, bf16, fp16, restricted, ort)
 
 
 _OVERRIDE: list[CpuCaps] = []

@@ -32,10 +32,11 @@ float16 alike (oneDNN float16 convs need AVX512-FP16 / AMX-FP16). impl='onednn' 
 raises instead of falling back.
 
 `impl='auto'` (the default) picks the engine per CPU class and batch size by the measured rules in
-models/engines/engine_rules.py: on a CPU, float32, batches up to a few images go to oneDNN Graph
+models/engines/engine_rules.py: on a CPU, float32, where onnxruntime is installed and was measured
+fastest, every batch goes to onnxruntime (models/engines/onnxruntime_engine.py, the folded graph
+written as ONNX); otherwise batches up to a few images go to oneDNN Graph
 (models/engines/onednn_graph.py, compiled once per input shape), bigger ones to this eager module. The
-decision and its reason are on the module: `engine_decision` (the eager part) and
-`decision_for(batch)`.
+decision and its reason are on the module: `engine_decision` (any batch) and `decision_for(batch)`.
 
 The fused module holds only ordinary tensors (buffers) and plain attributes; the prepacked oneDNN
 weights are a cache built on first use and dropped on pickling/copying/moving, and the worker
@@ -56,12 +57,13 @@ from torch.nn import functional as F
 
 from . import cpu_caps
 from .engine_rules import EngineDecision, choose_engine, eager_impl
+from .onnxruntime_engine import OrtSessions, require_onnxruntime
 from ..nets.inception_resnet_v1 import BasicConv2d, l2_normalize
 
 __all__ = ["fuse_inception", "FusedInceptionResNetV1", "check_dtype_supported", "native_cpu_bf16"]
 
 _CL = torch.channels_last
-_IMPLS = ("auto", "onednn", "aten", "graph")
+_IMPLS = ("auto", "onednn", "aten", "graph", "onnxruntime")
 _MAX_PACKED_SHAPES = 4  # input (C, H, W) shapes whose prepacked weights each conv keeps
 _PACK_LOCK = threading.Lock()
 # Convs whose output has at most this many pixels (N*H*W) go to ATen's own conv (im2col + MKL GEMM
@@ -285,6 +287,7 @@ class FusedInceptionResNetV1(nn.Module):
     engine_decision: EngineDecision | None = None
     graph_max_batch: int = 0
     small_batch_graph = None      # a GraphInceptionResNetV1 (not a submodule: its weights are a cache)
+    ort_sessions: OrtSessions | None = None   # set: every CPU batch runs on onnxruntime
     last_engine: str | None = None
     _auto = False
     _caps = None
@@ -322,10 +325,15 @@ class FusedInceptionResNetV1(nn.Module):
         return self.bottleneck(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prelogits(x)
-        if self.classify:
-            return self.logits(x)
-        return l2_normalize(x)
+        return self._head(self.prelogits(x))
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(x) if self.classify else l2_normalize(x)
+
+    def _apply(self, fn, recurse=True):  # .to()/.cuda(): onnxruntime sessions hold the old weights
+        if self.ort_sessions is not None:
+            self.ort_sessions.clear()
+        return super()._apply(fn, recurse)
 
     def _num_workers(self, x: torch.Tensor) -> int:
         if x.device.type != "cpu" or self.workers == 1:
@@ -339,6 +347,8 @@ class FusedInceptionResNetV1(nn.Module):
             decision = choose_engine(self._caps, self.bottleneck.weight.device, self.dtype, batch_size)
             if decision.engine == "graph" and not self._graph_runs(batch_size):   # merge_1x1/workers given
                 return self.engine_decision
+            if decision.engine == "onnxruntime" and self.ort_sessions is None:
+                return self.engine_decision
             return decision
         return self.engine_decision
 
@@ -351,6 +361,9 @@ class FusedInceptionResNetV1(nn.Module):
             raise ValueError(f"expected an (N, 3, H, W) batch, got shape {tuple(x.shape)}")
         if self.classify and self.logits is None:
             raise RuntimeError("classify=True but this model has no logits layer (num_classes=None)")
+        if self.ort_sessions is not None and x.device.type == "cpu":
+            self.last_engine = "onnxruntime"
+            return self._head(self.ort_sessions.prelogits(self, x))
         if self._graph_runs(x.shape[0]) and x.device.type == "cpu":
             self.last_engine = "graph"
             self.small_batch_graph.classify = self.classify
@@ -376,9 +389,10 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
     dtype: torch.float32, or torch.bfloat16 / torch.float16 (a RuntimeWarning where it runs slower
       than float32; see the module doc).
     impl: 'auto' = the measured rules of models/engines/engine_rules.py (CPU class, dtype; on CPU float32 also
-      oneDNN Graph for small batches); 'onednn' (prepacked weights, fused post-ops; raises where
-      oneDNN can't run `dtype`), 'aten' (ATen's convs, any device) or 'graph' (oneDNN Graph only,
-      compiled per input shape: models/engines/onednn_graph.py) force one.
+      onnxruntime, or oneDNN Graph for small batches); 'onednn' (prepacked weights, fused post-ops; raises where
+      oneDNN can't run `dtype`), 'aten' (ATen's convs, any device), 'graph' (oneDNN Graph only,
+      compiled per input shape: models/engines/onednn_graph.py) or 'onnxruntime' (CPU float32, the
+      `onnxruntime` extra: models/engines/onnxruntime_engine.py) force one.
     merge_1x1: run each block's parallel 1x1 convs as one conv (measured slower on CPU; off).
     workers: see FusedInceptionResNetV1 (CPU batch splitting; 'auto', an int, or 1 for off).
     The model is read, never modified; the copy lives on the model's device.
@@ -399,6 +413,11 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
         graph.engine_decision = EngineDecision("graph", "impl='graph' given", cpu_caps.current().isa_class)
         return graph
     requested = impl
+    if impl == "onnxruntime":
+        require_onnxruntime()
+        if dtype != torch.float32 or merge_1x1 or workers != "auto" or device.type != "cpu":
+            raise ValueError("impl='onnxruntime' runs a CPU float32 model, with no merge_1x1 / workers")
+        impl = "auto"
     impl = check_dtype_supported(dtype, device, impl)
 
     def conv(ref: nn.Conv2d, w, b, relu=True, dt=dtype):
@@ -468,10 +487,16 @@ def fuse_inception(model: nn.Module, dtype: torch.dtype = torch.float32, *, impl
     caps = cpu_caps.current()
     fused._caps = caps
     fused._auto = requested == "auto"
-    if requested == "auto":
-        fused.engine_decision = choose_engine(caps, device, dtype, None)
+    default_module = not merge_1x1 and workers == "auto"   # what the compiled engines are built from
+    if requested == "onnxruntime":
+        fused.ort_sessions = OrtSessions()
+        fused.engine_decision = EngineDecision("onnxruntime", "impl='onnxruntime' given", caps.isa_class)
+    elif requested == "auto":
+        fused.engine_decision = choose_engine(caps, device, dtype, None, eager_only=not default_module)
         small = choose_engine(caps, device, dtype, 1)
-        if small.engine == "graph" and not merge_1x1 and workers == "auto":
+        if fused.engine_decision.engine == "onnxruntime":
+            fused.ort_sessions = OrtSessions()
+        elif small.engine == "graph" and default_module:
             from .engine_rules import GRAPH_MAX_BATCH
             from .onednn_graph import GraphInceptionResNetV1
 
