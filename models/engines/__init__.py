@@ -1,5 +1,6 @@
 """Fast CPU inference engines for InceptionResNetV1: BatchNorm folded into prepacked oneDNN convs
-(`fused.py`), a oneDNN Graph compiled partition (`onednn_graph.py`), and the measured rules that
+(`fused.py`), a oneDNN Graph compiled partition (`onednn_graph.py`), the folded model as an ONNX
+graph run by onnxruntime (`onnx_graph.py`, `onnxruntime_engine.py`), and the measured rules that
 choose between them per CPU and batch size (`engine_rules.py`, `cpu_caps.py`). `model.fuse()`
 reaches them through models/nets/hooks.py. Importing this package does not import torch."""
 
