@@ -21,12 +21,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CpuCaps", "current", "detect", "override", "ISA_CLASSES"]
+__all__ = ["CpuCaps", "current", "detect", "override", "ISA_CLASSES", "missing_onnxruntime"]
 
 # ordered from least to most capable (x86); "neon" is aarch64, "other" anything else
 ISA_CLASSES = ("other", "neon", "avx2", "avx512", "amx")
 _X86_RANK = {"other": 0, "avx2": 1, "avx512": 2, "amx": 3}
 _X86_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
+ONNXRUNTIME_MODULES = ("onnx", "onnxruntime")   # what impl="onnxruntime" imports (the `onnxruntime` extra)
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,13 @@ def detect() -> CpuCaps:
               or "bf16" in flags)
         bf16 = "native" if hw and _native_bf16_allowed_by_onednn() else "emulated"
     fp16 = "native" if mkldnn and _probe(torch.ops.mkldnn, "_is_mkldnn_fp16_supported") else "none"
-    ort = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-    return CpuCaps(_cpu_model(), machine, isa, shown, onednn, graph, bf16, fp16, restricted, ort)
+    return CpuCaps(_cpu_model(), machine, isa, shown, onednn, graph, bf16, fp16, restricted,
+                   not missing_onnxruntime())
+
+
+def missing_onnxruntime() -> list[str]:
+    """The ONNXRUNTIME_MODULES this environment can't import (looked up now, not cached)."""
+    return [m for m in ONNXRUNTIME_MODULES if importlib.util.find_spec(m) is None]
 
 
 _OVERRIDE: list[CpuCaps] = []

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from .fused import FusedConv, FusedInceptionResNetV1, FusedMixed
+from .onnxruntime_engine import INPUT, OUTPUT
 
-__all__ = ["prelogits_onnx", "ONNX_OPSET", "INPUT", "OUTPUT"]
+__all__ = ["prelogits_onnx", "ONNX_OPSET"]
 
 ONNX_OPSET = 17
-INPUT, OUTPUT = "images", "prelogits"
 
 
 class _Graph:

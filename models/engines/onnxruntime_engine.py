@@ -16,16 +16,20 @@ import threading
 
 import torch
 
-__all__ = ["OrtSessions", "require_onnxruntime"]
+from .cpu_caps import missing_onnxruntime
+
+__all__ = ["OrtSessions", "require_onnxruntime", "INPUT", "OUTPUT"]
+
+INPUT, OUTPUT = "images", "prelogits"   # the ONNX graph's input and output names (onnx_graph.py)
 
 
 def require_onnxruntime() -> None:
     """Raise a clear error when onnx or onnxruntime can't be imported."""
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = missing_onnxruntime()
     if missing:
-        raise RuntimeError(f"impl='onnxruntime' needs {' and '.join(missing)}: pip install 'facenet-tf2pt[onnxruntime]'")
+        from ..common.install import install_hint   # pyproject's [onnxruntime] extra, for this installation
+
+        raise RuntimeError(f"impl='onnxruntime' needs {' and '.join(missing)}: {install_hint('onnxruntime')}")
 
 
 class OrtSessions:
@@ -74,8 +78,6 @@ class OrtSessions:
         """fused.prelogits(x) computed by onnxruntime: (N, 3, H, W) -> (N, E) float32."""
         if x.device.type != "cpu":
             raise RuntimeError(f"impl='onnxruntime' runs on CPU; got an input on {x.device}")
-        from .onnx_graph import INPUT, OUTPUT
-
         x = x.detach().to(torch.float32).contiguous()
         out = self._session(fused, torch.get_num_threads()).run([OUTPUT], {INPUT: x.numpy()})[0]
         return torch.from_numpy(out)
