@@ -359,28 +359,43 @@ def test_ceil_max_pool_equals_aten_pooling(kernel):
             assert ours.is_contiguous(memory_format=torch.channels_last), (h, w)
 
 
-def test_pnet_padded_first_layers_equal_the_plain_layers(astronaut):
-    """P-Net's inference path (conv1 padded to 16 channels, for a fast PReLU) gives exactly what its
-    plain layers give on a real photo's pyramid level, and follows the weights: after loading other
-    weights its output changes with them (no stale cache)."""
-    from facenet_tf2pt.models.detection.detect import _pnet_input
+def _net_input(net: str, astronaut: np.ndarray) -> torch.Tensor:
+    """What the detector feeds ``net`` on a real photo: a pyramid level (P-Net), or 24 x 24 crops
+    of boxes of many sizes and positions, some over the border (R-Net)."""
+    from facenet_tf2pt.models.detection.detect import _pnet_input, crop_candidates
     from facenet_tf2pt.models.detection.resample import resize_area
 
-    pnet = load_net("pnet")
-    photo = torch.from_numpy(np.ascontiguousarray(astronaut)).permute(2, 0, 1)
-    x = _pnet_input(resize_area(photo[None], (307, 307), "u8"))
+    photo = torch.from_numpy(np.ascontiguousarray(astronaut)).permute(2, 0, 1)[None]
+    if net == "pnet":
+        return _pnet_input(resize_area(photo, (307, 307), "u8"))
+    gen = torch.Generator().manual_seed(3)
+    x1y1 = torch.randint(-20, 480, (64, 2), generator=gen).double()
+    side = torch.randint(12, 200, (64, 1), generator=gen).double()
+    boxes = torch.cat((x1y1, x1y1 + side), 1)
+    crops = crop_candidates(photo, torch.zeros(64, dtype=torch.long), boxes, 24, True)
+    return crops.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("net,cls", [("pnet", PNet), ("rnet", RNet)])
+def test_padded_first_layers_equal_the_plain_layers(astronaut, net, cls):
+    """The inference path of P-Net and R-Net (conv1 padded to 16 / 32 channels, for fast
+    channels-last kernels) gives exactly what their plain layers give on what the detector feeds
+    them from a real photo, and follows the weights: after loading other weights its output
+    changes with them (no stale cache)."""
+    model = load_net(net)
+    x = _net_input(net, astronaut)
     with torch.no_grad():
-        fast = pnet(x)
-    pnet.requires_grad_(True)
+        fast = model(x)
+    model.requires_grad_(True)
     with torch.enable_grad():
-        plain = pnet(x)    # with gradients the plain layers run
+        plain = model(x)    # with gradients the plain layers run
     assert all(torch.equal(a, b.detach()) for a, b in zip(fast, plain))
-    other = {k: v * 0.5 for k, v in pnet.state_dict().items()}
-    pnet.load_state_dict(other)
-    pnet.requires_grad_(False)
+    other = {k: v * 0.5 for k, v in model.state_dict().items()}
+    model.load_state_dict(other)
+    model.requires_grad_(False)
     with torch.no_grad():
-        changed = pnet(x)
-    reference = PNet()
+        changed = model(x)
+    reference = cls()
     reference.load_state_dict(other)
     reference.requires_grad_(True)
     with torch.enable_grad():

@@ -55,6 +55,21 @@ def test_integer_factors_take_the_fast_path_exactly(depth, factor):
         np.testing.assert_array_equal(_ours(img, size, depth), _cv2(img, size))
 
 
+@pytest.mark.parametrize("factor", [(100, 100), (250, 300)])
+def test_large_integer_factors_match_cv2_for_uint8_and_float_images(factor):
+    """A frame's top pyramid level can be a large whole-number ratio (2000 x 1500 -> 20 x 15, 100x):
+    its box sums stay exact both for uint8 images and for float images holding uint8 values (as
+    the detector passes), also when a sum outgrows float32's integers (250 x 300 x 255 > 2^24)."""
+    rng = np.random.default_rng(factor[0])
+    size = (3, 2)
+    img = rng.integers(200, 256, (size[0] * factor[0], size[1] * factor[1], 3), dtype=np.uint8)  # sums > 2^24
+    expected = _cv2(img, size)
+    np.testing.assert_array_equal(_ours(img, size, "u8"), expected)
+    np.testing.assert_array_equal(_ours(img.astype(np.float32), size, "u8"), expected)
+    np.testing.assert_array_equal(_ours(np.ascontiguousarray(img.transpose(2, 0, 1)).transpose(1, 2, 0), size, "u8"),
+                                  expected)  # channels-first memory
+
+
 def test_sandberg_pyramid_levels_match_cv2():
     """Pyramid levels as detect_face makes them (minsize 20, factor 0.709) from uint8 photos of
     several sizes, rounded to uint8 by OpenCV."""

@@ -299,13 +299,18 @@ def _pnet_in_strips(pnet, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     _, _, hs, ws = image.shape
     total = _pnet_out_rows(hs)
     step = max(1, (PNET_CHUNK_PIXELS // ws - 10) // 2)
-    regs, probs = [], []
+    reg = prob = None
     for a in range(0, total, step):
         strip = image[:, :, 2 * a: min(hs, 2 * a + 2 * step + 10)]
-        reg, prob = pnet(_pnet_input(strip))
-        regs.append(reg)
-        probs.append(prob)
-    return torch.cat(regs, dim=2), torch.cat(probs, dim=2)
+        r, p = pnet(_pnet_input(strip))
+        if reg is None:  # the whole level's maps, allocated before the strips' temporaries (a
+            # list of strip maps joined at the end left them scattered among freed temporaries,
+            # and glibc's heap then grew by up to 0.8 GB more on a 7071 px frame, at random)
+            reg = r.new_empty((1, r.shape[1], total, r.shape[3]))
+            prob = p.new_empty((1, p.shape[1], total, p.shape[3]))
+        reg[:, :, a: a + r.shape[2]] = r
+        prob[:, :, a: a + p.shape[2]] = p
+    return reg, prob
 
 
 def _pnet_in_chunks(pnet, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

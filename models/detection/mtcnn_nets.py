@@ -55,15 +55,51 @@ class CeilMaxPool2d(nn.Module):
         return f"kernel_size={self.kernel}, stride={self.stride}, ceil_mode=True"
 
 
-_PNET_PADDED_CHANNELS = 16
+class _PaddedFirstLayers:
+    """For the inference path (no gradients wanted): conv1, prelu1 and conv2's weights with conv1's
+    output channels padded by zeros to a count ATen's channels-last kernels vectorize
+    (``padded_channels``).
+
+    Why: ATen's PReLU on channels-last maps takes a scalar path unless the channel count suits
+    its vectors, 35x slower per element at 10 channels than at 16 (556 vs 16 us on P-Net maps),
+    which made P-Net's prelu1 slower than its conv1; at R-Net's 28 channels conv1, PReLU and the
+    pool are all slower than at 32 (2.85 vs 2.23 ms on 234 crops). The extra channels are 0 after
+    conv1 (zero weights and bias), PReLU and pooling, and conv2 weights them 0: the same function,
+    outputs identical (tests/test_mtcnn_detect.py). Built from the parameters' current values,
+    cached by their version, so loading weights refreshes them."""
+
+    padded_channels: int
+
+    def _first_layers_padded(self) -> tuple[torch.Tensor, ...]:
+        params = (self.conv1.weight, self.conv1.bias, self.prelu1.weight, self.conv2.weight)
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
+        cached = self.__dict__.get("_padded_cache")
+        if cached is None or cached[0] != key:
+            w1, b1, a1, w2 = (t.detach() for t in params)
+            extra = self.padded_channels - w1.shape[0]
+            padded = (torch.cat([w1, w1.new_zeros(extra, *w1.shape[1:])]), torch.cat([b1, b1.new_zeros(extra)]),
+                      torch.cat([a1, a1.new_zeros(extra)]),
+                      torch.cat([w2, w2.new_zeros(w2.shape[0], extra, *w2.shape[2:])], 1))
+            cached = self.__dict__["_padded_cache"] = (key, padded)
+        return cached[1]
+
+    def _first_block(self, x: torch.Tensor) -> torch.Tensor:
+        """conv2(pool1(prelu1(conv1(x)))): the plain layers when gradients are wanted
+        (differentiable), else the padded weights."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return self.conv2(self.pool1(self.prelu1(self.conv1(x))))
+        w1, b1, a1, w2 = self._first_layers_padded()
+        return F.conv2d(self.pool1(F.prelu(F.conv2d(x, w1, b1), a1)), w2, self.conv2.bias)
 
 
-class PNet(nn.Module):
+class PNet(_PaddedFirstLayers, nn.Module):
     """Proposal network: fully convolutional, a 12x12 window with stride 2.
 
     ``forward(x) -> (reg, prob)`` with ``reg`` (N, 4, H', W') the box offsets (x1, y1, x2, y2) in
     units of the window size and ``prob`` (N, 2, H', W') the softmax over (background, face).
     """
+
+    padded_channels = 16
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,44 +113,18 @@ class PNet(nn.Module):
         self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
 
-    def _first_layers_padded(self) -> tuple[torch.Tensor, ...]:
-        """conv1, prelu1 and conv2's weights with conv1's 10 output channels padded to 16 by zeros.
-
-        Why: ATen's PReLU on channels-last maps takes a scalar path unless the channel count suits
-        its vectors, 35x slower per element at 10 channels than at 16 (556 vs 16 us on P-Net maps),
-        which made prelu1 slower than conv1. The 6 extra channels are 0 after conv1 (zero weights
-        and bias), PReLU and pooling, and conv2 weights them 0: the same function; measured on
-        conv1..conv2 over a 140 x 540 strip, 790 -> 546 us, outputs identical. Built from the
-        parameters' current values (cached by their version, so loading weights refreshes it)."""
-        params = (self.conv1.weight, self.conv1.bias, self.prelu1.weight, self.conv2.weight)
-        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
-        cached = getattr(self, "_padded_cache", None)
-        if cached is None or cached[0] != key:
-            w1, b1, a1, w2 = (t.detach() for t in params)
-            extra = _PNET_PADDED_CHANNELS - w1.shape[0]
-            padded = (torch.cat([w1, w1.new_zeros(extra, *w1.shape[1:])]),
-                      torch.cat([b1, b1.new_zeros(extra)]),
-                      torch.cat([a1, a1.new_zeros(extra)]),
-                      torch.cat([w2, w2.new_zeros(w2.shape[0], extra, *w2.shape[2:])], 1))
-            cached = (key, padded)
-            self._padded_cache = cached
-        return cached[1]
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-            x = self.conv2(self.pool1(self.prelu1(self.conv1(x))))    # differentiable: the plain layers
-        else:
-            w1, b1, a1, w2 = self._first_layers_padded()
-            x = F.conv2d(self.pool1(F.prelu(F.conv2d(x, w1, b1), a1)), w2, self.conv2.bias)
-        x = self.prelu2(x)
+        x = self.prelu2(self._first_block(x))
         x = self.prelu3(self.conv3(x))
         prob = F.softmax(self.conv4_1(x), dim=1)
         reg = self.conv4_2(x)
         return reg, prob
 
 
-class RNet(nn.Module):
+class RNet(_PaddedFirstLayers, nn.Module):
     """Refinement network on 24x24 crops. ``forward(x) -> (reg (N, 4), prob (N, 2))``."""
+
+    padded_channels = 32
 
     def __init__(self) -> None:
         super().__init__()
@@ -132,8 +142,7 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool2(self.prelu2(self._first_block(x)))
         x = self.prelu3(self.conv3(x))
         x = self.prelu4(self.dense4(_flatten_whc(x)))
         prob = F.softmax(self.dense5_1(x), dim=1)
