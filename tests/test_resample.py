@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facenet_tf2pt.models.detection.resample import resize_area
+from facenet_tf2pt.models.detection.resample import resize_area, resize_area_levels
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test extra) is the reference for INTER_AREA")
 
@@ -72,15 +72,31 @@ def test_large_integer_factors_match_cv2_for_uint8_and_float_images(factor):
 
 def test_sandberg_pyramid_levels_match_cv2():
     """Pyramid levels as detect_face makes them (minsize 20, factor 0.709) from uint8 photos of
-    several sizes, rounded to uint8 by OpenCV."""
+    several sizes, rounded to uint8 by OpenCV; computed as the detector does, all levels in one
+    ``resize_area_levels`` call (the small ones sharing horizontal passes)."""
     from facenet_tf2pt.models.detection.detect import pyramid_scales
 
     rng = np.random.default_rng(7)
     for h, w in [(250, 250), (333, 500), (512, 512), (701, 467), (1000, 1500)]:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        for scale in pyramid_scales(h, w, 20, 0.709):
-            size = (int(np.ceil(h * scale)), int(np.ceil(w * scale)))
-            np.testing.assert_array_equal(_ours(img, size, "u8"), _cv2(img, size))
+        sizes = [(int(np.ceil(h * scale)), int(np.ceil(w * scale))) for scale in pyramid_scales(h, w, 20, 0.709)]
+        levels = resize_area_levels(torch.from_numpy(img).permute(2, 0, 1)[None], sizes, "u8")
+        for size, level in zip(sizes, levels, strict=True):
+            np.testing.assert_array_equal(level[0].permute(1, 2, 0).numpy(), _cv2(img, size))
+
+
+def test_levels_of_mixed_kinds_in_one_call_match_cv2():
+    """One ``resize_area_levels`` call over a batch of two float64 images, with sizes of every
+    kind interleaved -- fractional and whole-number shrinking, a copy, enlarging on one or both
+    axes, many small ones (which share passes) -- each image's every level equal to cv2.resize."""
+    rng = np.random.default_rng(11)
+    imgs = rng.random((2, 96, 120, 3)) * 255
+    sizes = [(48, 60), (70, 90), (96, 120), (130, 100), (31, 17), (12, 40), (9, 9), (7, 12), (5, 6), (200, 250),
+             (3, 4), (32, 40), (2, 2)]
+    levels = resize_area_levels(torch.from_numpy(imgs).permute(0, 3, 1, 2), sizes, "f64")
+    for size, level in zip(sizes, levels, strict=True):
+        for k in range(2):
+            np.testing.assert_array_equal(level[k].permute(1, 2, 0).numpy(), _cv2(imgs[k], size), err_msg=str(size))
 
 
 @pytest.mark.parametrize("out", [24, 48])

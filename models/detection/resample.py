@@ -38,6 +38,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 DEPTHS = ("u8", "f64")
 _DBL_EPSILON = float(np.finfo(np.float64).eps)
@@ -123,55 +124,95 @@ def linear_taps(src: int, dst: int, clamp_last: bool) -> tuple[torch.Tensor, tor
     return _dense(rows)
 
 
-def _row_taps(index: torch.Tensor, weight: torch.Tensor, dtype, planes: int = 1, stride: int = 0):
-    """A (dst, T) tap table as (T, dst * planes) contiguous rows, one table per tap, for the gathers
-    of ``_accumulate_rows``; with ``planes`` > 1 it is repeated for each plane of ``stride`` rows."""
-    index, weight = index.t(), weight.t().to(dtype)
-    if planes > 1:
-        offsets = torch.arange(planes)[None, :, None] * stride
-        index = (index[:, None, :] + offsets).reshape(index.shape[0], -1)
-        weight = weight.repeat(1, planes)
-    return index.contiguous(), weight.contiguous().unsqueeze(-1)
+def _taps(spec: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """One axis's (dst, T) tap table from its spec: ("area", src, dst) or ("linear", src, dst, clamp_last)."""
+    return area_taps(*spec[1:]) if spec[0] == "area" else linear_taps(*spec[1:])
 
 
-def _accumulate_rows(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
-                     transposed: bool = False) -> torch.Tensor:
-    """``sum_t src[index[t]] * weight[t]`` over whole rows of ``src`` (S, F) -> (dst, F), or its
+class TapTable:
+    """Taps in the flat layout ``_accumulate_rows`` reads: tap t's ``counts[t]`` entries (source
+    row, weight) follow tap t - 1's, for outputs ``0 .. counts[t] - 1``. ``counts`` does not
+    increase, so output d has the taps t with ``d < counts[t]``, in order: tables of outputs with
+    different tap counts (several pyramid levels) share one pass, each tap over a prefix of them."""
+
+    def __init__(self, index: torch.Tensor, weight: torch.Tensor, counts: tuple[int, ...]):
+        self.index, self.weight, self.counts = index, weight, counts
+
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def stacked(specs: tuple[tuple, ...], dtype, planes: int = 1, stride: int = 0) -> tuple["TapTable", tuple[int, ...]]:
+        """The tables of ``specs`` (``_taps``) as one, their outputs side by side ordered by
+        decreasing tap count, each repeated for ``planes`` planes of ``stride`` source rows (the
+        vertical pass over N * C planes); also each table's first output column. Cached."""
+        tables = [_taps(spec) for spec in specs]
+        order = sorted(range(len(tables)), key=lambda k: -tables[k][0].shape[1])
+        most = tables[order[0]][0].shape[1]
+        plane_rows = torch.arange(planes)[:, None, None] * stride
+        index, weight, live, first, start = [], [], [], [0] * len(tables), 0
+        for k in order:
+            idx, wt = tables[k]
+            dst, taps = idx.shape
+            first[k] = start
+            start += dst * planes
+            # (T, planes * dst), padded to the most taps; the padding is masked out below
+            index.append(F.pad((idx[None] + plane_rows).permute(2, 0, 1).reshape(taps, -1), (0, 0, 0, most - taps)))
+            weight.append(F.pad(wt.t().repeat(1, planes), (0, 0, 0, most - taps)))
+            live.append((torch.arange(most) < taps)[:, None].expand(most, dst * planes))
+        live = torch.cat(live, 1)
+        counts = tuple(int(n) for n in live.sum(1))
+        table = TapTable(torch.cat(index, 1)[live], torch.cat(weight, 1)[live].to(dtype).unsqueeze(-1), counts)
+        return table, tuple(first)
+
+
+def _accumulate_rows(src: torch.Tensor, taps: TapTable, transposed: bool = False) -> torch.Tensor:
+    """``sum_t src[index_t] * weight_t`` over whole rows of ``src`` (S, F) -> (dst, F), or its
     transpose (F, dst) when ``transposed``, in the weights' dtype (``src`` may be stored narrower,
     e.g. uint8; each gathered block is converted). The taps are added one at a time in table
     order, each product rounded before its add (separate multiply and add; ``addcmul_`` would fuse
     them and round differently): OpenCV's order, hence its rounding. Large outputs are computed in
     blocks of columns (independent sums) of about ``_GATHER_ELEMENTS``, so that every tap's pass
-    stays in the CPU cache; each block's last add writes into the output (transposed there while
-    the block is in cache: a transpose of the whole output afterwards cost as much as the taps)."""
-    dst, width = index.shape[1], src.shape[1]
+    stays in the CPU cache; an output's last add writes into the result (transposed there while
+    the block is in cache: a transpose of the whole result afterwards cost as much as the taps)."""
+    dst, width = taps.counts[0], src.shape[1]
     block = max(1, _GATHER_ELEMENTS // dst)
-    out = torch.empty((width, dst) if transposed else (dst, width), dtype=weight.dtype, device=src.device)
+    out = torch.empty((width, dst) if transposed else (dst, width), dtype=taps.weight.dtype, device=src.device)
     for f0 in range(0, width, block):
         part = out[f0: f0 + block].t() if transposed else out[:, f0: f0 + block]
-        _accumulate_block(src[:, f0: f0 + block], index, weight, part)
+        _accumulate_block(src[:, f0: f0 + block], taps, part)
     return out
 
 
-def _accumulate_block(src: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> None:
+def _accumulate_block(src: torch.Tensor, taps: TapTable, out: torch.Tensor) -> None:
     """``_accumulate_rows`` on one block, into ``out`` (dst, block), a view of any strides. The
     products of several taps come from one gather of rows and one multiply by per-row weights
     (as many taps as fit in ``_GATHER_ELEMENTS``: small outputs with many taps -- a pyramid's
-    top -- take few calls), then are added tap by tap."""
-    taps, dst = index.shape[0], index.shape[1]
-    per_gather = max(1, _GATHER_ELEMENTS // max(1, dst * src.shape[1]))
-    acc = None
-    for t0 in range(0, taps, per_gather):
-        t1 = min(taps, t0 + per_gather)
+    top -- take few calls), then are added tap by tap. After tap t, outputs counts[t + 1] ..
+    counts[t] - 1 are complete: that add lands in ``out``."""
+    counts, width = taps.counts + (0,), src.shape[1]
+    acc, t, at = None, 0, 0
+    while t < len(taps.counts):
+        t1, rows = t + 1, counts[t]
+        while t1 < len(taps.counts) and (rows + counts[t1]) * width <= _GATHER_ELEMENTS:
+            rows += counts[t1]
+            t1 += 1
         # one op converts and multiplies (uint8 x float32 promotes to float32: the same products)
-        terms = torch.mul(src.index_select(0, index[t0:t1].reshape(-1)), weight[t0:t1].reshape(-1, 1))
-        for t, term in enumerate(terms.view(t1 - t0, dst, -1), t0):
-            if t < taps - 1:
-                acc = term if acc is None else acc.add_(term)
-            elif acc is None:
-                out.copy_(term)
-            else:
-                torch.add(acc, term, out=out)
+        terms = torch.mul(src.index_select(0, taps.index[at: at + rows]), taps.weight[at: at + rows])
+        at += rows
+        row = 0
+        for u in range(t, t1):
+            n, going_on = counts[u], counts[u + 1]
+            term = terms[row: row + n]
+            row += n
+            if acc is None:  # the first tap covers every output
+                acc = term
+                if going_on < n:
+                    out[going_on:n].copy_(term[going_on:])
+                continue
+            if going_on:
+                acc[:going_on].add_(term[:going_on])
+            if going_on < n:
+                torch.add(acc[going_on:n], term[going_on:], out=out[going_on:n])
+        t = t1
 
 
 class SeparableResizer:
@@ -182,6 +223,8 @@ class SeparableResizer:
     horizontal tap reads one row per output column, and the horizontal result is transposed back,
     (N * C * H, w'), so that a vertical tap reads one row per output row. The transposed copy
     is made once and shared by every output size (an image pyramid resizes one photo many times).
+    Several sizes can share one horizontal pass (``sizes``): a pyramid's small levels each cost a
+    whole pass over the image in many small per-tap operations, together one pass with fewer.
     """
 
     def __init__(self, x: torch.Tensor, dtype, depth: str):
@@ -193,12 +236,21 @@ class SeparableResizer:
         self.planes, self.h, self.c, self.dtype = images.shape[0] * c, h, c, dtype
         self.columns = images.permute(3, 0, 1, 2).contiguous().view(w, -1)  # (W, N * C * H)
 
-    def __call__(self, size: tuple[int, int], width_taps, height_taps) -> torch.Tensor:
-        dh, dw = size
-        dtype = self.dtype
-        rows = _accumulate_rows(self.columns, *_row_taps(*width_taps, dtype), transposed=True)  # (N * C * H, w')
-        out = _accumulate_rows(rows, *_row_taps(*height_taps, dtype, self.planes, self.h))  # (N * C * h', w')
-        return out.view(*self.lead, self.c, dh, dw)
+    def __call__(self, size: tuple[int, int], width_taps: tuple, height_taps: tuple) -> torch.Tensor:
+        return self.sizes([(size, width_taps, height_taps)])[0]
+
+    def sizes(self, plans) -> list[torch.Tensor]:
+        """Each ``(size, width spec, height spec)`` of ``plans`` (``_taps``); one horizontal pass
+        for all."""
+        horizontal, first = TapTable.stacked(tuple(w for _, w, _ in plans), self.dtype)
+        rows = _accumulate_rows(self.columns, horizontal, transposed=True)  # (N * C * H, sum of w')
+        outs = []
+        for ((dh, dw), _, height), c0 in zip(plans, first):
+            part = rows[:, c0: c0 + dw] if len(plans) > 1 else rows
+            vertical, _ = TapTable.stacked((height,), self.dtype, self.planes, self.h)
+            out = _accumulate_rows(part, vertical)  # (N * C * h', w')
+            outs.append(out.view(*self.lead, self.c, dh, dw))
+        return outs
 
 
 def _fast_area(x: torch.Tensor, kx: int, ky: int, depth: str) -> torch.Tensor:
@@ -261,36 +313,64 @@ def resize_area(x: torch.Tensor, size: tuple[int, int], depth: str) -> torch.Ten
 
 def resize_area_levels(x: torch.Tensor, sizes, depth: str) -> Iterator[torch.Tensor]:
     """``resize_area(x, size, depth)`` for each size in turn (an image pyramid), computed lazily;
-    the separable sizes share one transposed copy of ``x`` (``SeparableResizer``)."""
+    the separable sizes share one transposed copy of ``x`` (``SeparableResizer``), and consecutive
+    ones share a horizontal pass while all their columns fit one block of ``_accumulate_rows``
+    (the small levels, where per-tap calls dominated: pyramids 6-11% faster at 512 px, 5-10% at
+    900 x 600, 2-4% at 2000 x 1500, measured interleaved against separate passes)."""
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {DEPTHS}, not {depth!r}")
     if x.dim() < 3:
         raise ValueError(f"expected a (..., C, H, W) tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2], x.shape[-1]
     work = torch.float32 if depth == "u8" else torch.float64
-    resizer = None
-    for size in sizes:
-        dh, dw = int(size[0]), int(size[1])
-        if dh < 1 or dw < 1 or h < 1 or w < 1:
-            raise ValueError(f"cannot resize {h}x{w} to {dh}x{dw}: sizes must be positive")
-        if (dh, dw) == (h, w):
+    plans = [_plan(h, w, int(size[0]), int(size[1]), depth) for size in sizes]
+    groups = _shared_passes(plans, _GATHER_ELEMENTS // max(1, x.numel() // w))
+    resizer, ready = None, {}
+    for i, (kind, _, *args) in enumerate(plans):
+        if kind == "copy":
             yield x.to(work, copy=True)
             continue
-        shrink = dh <= h and dw <= w
-        if shrink:
-            kx, ky = _integer_scale(w, dw), _integer_scale(h, dh)
-            if kx is not None and ky is not None:
-                yield _fast_area(x, kx, ky, depth)
-                continue
-            taps = area_taps(w, dw), area_taps(h, dh)
-        elif depth == "u8":
-            raise NotImplementedError(
-                "uint8 INTER_AREA enlargement (OpenCV's fixed-point bilinear) is not implemented: "
-                "Sandberg's pipeline only enlarges float64 crops")
-        else:
-            taps = linear_taps(w, dw, True), linear_taps(h, dh, False)
-        resizer = resizer or SeparableResizer(x, work, depth)
-        out = resizer((dh, dw), *taps)
+        if kind == "fast":
+            yield _fast_area(x, *args, depth)
+            continue
+        if i in groups:
+            resizer = resizer or SeparableResizer(x, work, depth)
+            ready.update(zip(groups[i], resizer.sizes([plans[j][1:] for j in groups[i]])))
+        out = ready.pop(i)
         if depth == "u8":
             out = out.round_().clamp_(0, 255)  # saturate_cast<uchar>: cvRound, half to even
         yield out
+
+
+def _shared_passes(plans: list[tuple], columns: int) -> dict[int, list[int]]:
+    """The separable plans in groups of consecutive ones whose output widths sum to at most
+    ``columns`` (a group of one may be wider), keyed by their first plan's index."""
+    groups: dict[int, list[int]] = {}
+    group, total = None, 0
+    for i, (kind, (_, dw), *_) in enumerate(plans):
+        if kind != "separable":
+            continue
+        if group is None or total + dw > columns:
+            group, total = groups.setdefault(i, []), 0
+        group.append(i)
+        total += dw
+    return groups
+
+
+def _plan(h: int, w: int, dh: int, dw: int, depth: str) -> tuple:
+    """How one size is made: ("copy", size), ("fast", size, kx, ky) or ("separable", size,
+    width spec, height spec) (``_taps``)."""
+    if dh < 1 or dw < 1 or h < 1 or w < 1:
+        raise ValueError(f"cannot resize {h}x{w} to {dh}x{dw}: sizes must be positive")
+    if (dh, dw) == (h, w):
+        return ("copy", (dh, dw))
+    if dh <= h and dw <= w:
+        kx, ky = _integer_scale(w, dw), _integer_scale(h, dh)
+        if kx is not None and ky is not None:
+            return ("fast", (dh, dw), kx, ky)
+        return ("separable", (dh, dw), ("area", w, dw), ("area", h, dh))
+    if depth == "u8":
+        raise NotImplementedError(
+            "uint8 INTER_AREA enlargement (OpenCV's fixed-point bilinear) is not implemented: "
+            "Sandberg's pipeline only enlarges float64 crops")
+    return ("separable", (dh, dw), ("linear", w, dw, True), ("linear", h, dh, False))
