@@ -181,10 +181,35 @@ def test_column_bounds_hold_for_every_width(size):
         np.testing.assert_array_equal(weights.numpy(), np.array(want), err_msg=str(src))
 
 
-def test_row_sums_refuse_to_pack_too_wide_images():
-    from facenet_tf2pt.models.detection.crop_resize import _RowSums
+def _padded_cv2(images, i, top, left, height, width, size):
+    """cv2.resize of patch i of ``images`` (N, H, W, C), zero outside the image, as detect_face pads."""
+    h, w = images.shape[1:3]
+    patch = np.zeros((height, width, images.shape[3]))
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + height, h), min(left + width, w)
+    if y1 > y0 and x1 > x0:
+        patch[y0 - top: y1 - top, x0 - left: x1 - left] = images[i, y0:y1, x0:x1]
+    return _cv2(patch, (size, size))
 
-    wide = torch.zeros((1, 3, 1, 8225), dtype=torch.uint8)
-    assert not _RowSums(wide).packed and _RowSums(wide[..., :8224]).packed
-    with pytest.raises(ValueError, match="8225 px wide"):
-        _RowSums(wide, packed=True)
+
+def test_packed_row_sums_hold_on_wide_frames_and_long_runs_use_the_unpacked_ones():
+    """The packed row sums overflow their 16-bit fields on any wide frame, yet crops read from
+    them stay exact, and a crop whose runs of whole pixels exceed MAX_PACKED_RUN (a box over
+    128 x 24 px wide) reads the unpacked table: on bright pixels (a 138 px run sums past 2^15),
+    each crop equal to cv2.resize of the padded patch. Packing refuses more than 4 channels."""
+    from facenet_tf2pt.models.detection.crop_resize import _RowSums, crop_resize_area
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(240, 256, (1, 12, 9000, 3), dtype=np.uint8)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    # (top, left, height, width): runs of 128 (packed) and 134-138 (unpacked) at 24, ordinary boxes
+    # far right (prefix sums many times over their fields), one partly outside
+    boxes = [(0, 100, 12, 24 * 128), (-2, 5000, 12, 24 * 134), (0, 20, 10, 3300), (3, 8900, 9, 100),
+             (1, 8960, 11, 60), (-3, 4000, 20, 30)]
+    top, left, heights, widths = (torch.tensor(v) for v in zip(*boxes))
+    sums = _RowSums(x)
+    got = crop_resize_area(x, torch.zeros(len(boxes), dtype=torch.long), top, left, heights, widths, 24, True, sums)
+    for i, box in enumerate(boxes):
+        np.testing.assert_array_equal(got[i].permute(1, 2, 0).numpy(), _padded_cv2(images, 0, *box, 24), err_msg=str(box))
+    assert sums.packed and sums.for_runs(128) is sums and not sums.for_runs(129).packed
+    with pytest.raises(ValueError, match="at most 4"):
+        _RowSums(torch.zeros((1, 5, 2, 2), dtype=torch.uint8), packed=True)
