@@ -300,6 +300,24 @@ def test_batched_nms_is_greedy_nms(n, groups, threshold, mode, seed):
     assert keep.tolist() == greedy_nms(boxes, scores, g, threshold, mode)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 100])
+def test_batched_nms_in_small_chunks_is_greedy_nms(monkeypatch, chunk):
+    """The same-group pairs compared in chunks (a chunk of one box's pairs, of a few, or of many
+    boxes spanning groups) give greedy NMS exactly, on boxes crowded enough for long chains."""
+    from facenet_tf2pt.models.detection import detect
+
+    monkeypatch.setattr(detect, "_NMS_CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(chunk)
+    for n, groups in [(1, 1), (40, 1), (90, 6), (150, 3)]:
+        xy = rng.integers(0, 30, size=(n, 2)).astype(np.float64)
+        boxes = np.concatenate([xy, xy + rng.integers(5, 25, size=(n, 2))], axis=1)
+        scores = rng.permutation(n).astype(np.float64) / n
+        g = rng.integers(0, groups, size=n)
+        for mode in ("union", "min"):
+            keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(g), 0.5, mode)
+            assert keep.tolist() == greedy_nms(boxes, scores, g, 0.5, mode), (n, groups, mode)
+
+
 def test_pyramid_and_box_algebra():
     s = pyramid_scales(512, 512, 20, 0.709)
     assert s[0] == pytest.approx(0.6) and len(s) == 10 and 512 * s[-1] >= 12 > 512 * s[-1] * 0.709

@@ -41,6 +41,7 @@ PNET_STRIDE = 2
 # (one thread); a strip equals the unsplit net up to float32 rounding (tests/test_bad_images.py)
 PNET_CHUNK_PIXELS = 1 << 16
 PNET_CELL = 12
+_CELL_CORNERS = torch.tensor([1.0, 1.0, PNET_CELL, PNET_CELL], dtype=torch.float64)  # a cell's (x1, y1, x2, y2)
 _NMS_CHUNK_ELEMENTS = 1 << 20  # bounds NMS's temporaries (elements per row chunk)
 
 
@@ -91,10 +92,12 @@ def batched_nms(
     area) with a kept, higher-scoring box of its group exceeds ``threshold``.
 
     Greedy NMS is a recursion over the score order (box i is kept iff no kept box before it
-    overlaps it). With the pairwise suppression matrix S, iterating
-    ``keep <- valid & ~any_j(keep_j & S_ji)`` from all-kept fixes one more prefix position per
-    round and stops at the unique fixed point, which is the greedy answer; the number of rounds is
-    the length of the longest suppression chain (a handful in practice), each a tensor op.
+    overlaps it). With the pairs (i, j) where i, before j in its group, would suppress j,
+    iterating ``keep <- not any_i(keep_i for pairs (i, j))`` from all-kept fixes one more prefix
+    position per round and stops at the unique fixed point, which is the greedy answer; the number
+    of rounds is the length of the longest suppression chain (a handful in practice), each a few
+    tensor ops. Only same-group pairs are compared, in chunks of ``_NMS_CHUNK_ELEMENTS`` (a
+    square matrix padded to the largest group cost 5x more on P-Net's per-scale groups).
     """
     mode = mode.lower()
     if mode not in ("union", "min"):
@@ -107,35 +110,32 @@ def batched_nms(
     # np.argsort(s) (stable for his small arrays), which takes the last index first
     order = torch.argsort(scores, stable=True).flip(0)
     order = order[torch.argsort(groups[order], stable=True)]
-    g_sorted = groups[order]
-    _, counts = torch.unique_consecutive(g_sorted, return_counts=True)
-    n_groups, kmax = counts.numel(), int(counts.max())
-    gid = torch.repeat_interleave(torch.arange(n_groups, device=device), counts)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(n, device=device) - torch.repeat_interleave(starts, counts)
-
-    padded = boxes.new_zeros((n_groups, kmax, 4))
-    padded[gid, rank] = boxes[order]
-    valid = torch.zeros((n_groups, kmax), dtype=torch.bool, device=device)
-    valid[gid, rank] = True
-
-    # suppression matrix, S[g, i, j]: i (higher score) would suppress j; built in row chunks
-    sup = torch.zeros((n_groups, kmax, kmax), dtype=torch.bool, device=device)
-    rows = max(1, _NMS_CHUNK_ELEMENTS // max(1, n_groups * kmax))
-    cols = torch.arange(kmax, device=device)
-    for r0 in range(0, kmax, rows):
-        r1 = min(kmax, r0 + rows)
-        over = _overlap_rows(padded[:, r0:r1], padded, mode) > threshold
-        later = cols.unsqueeze(0) > torch.arange(r0, r1, device=device).unsqueeze(1)
-        sup[:, r0:r1] = over & later & valid[:, r0:r1, None] & valid[:, None, :]
-
-    keep = valid
-    for _ in range(kmax + 1):
-        new_keep = valid & ~(sup & keep.unsqueeze(2)).any(dim=1)
-        if torch.equal(new_keep, keep):
+    ordered = boxes[order]
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    later = torch.repeat_interleave(torch.cumsum(counts, 0), counts) - torch.arange(n, device=device) - 1
+    pairs_to = torch.cumsum(later, 0)  # pairs of the boxes up to each one
+    first, second = [], []
+    r0, done = 0, 0
+    while r0 < n:  # rows r0 .. r1 - 1: each box against the later boxes of its group
+        r1 = max(r0 + 1, int(torch.searchsorted(pairs_to, done + _NMS_CHUNK_ELEMENTS, right=True)))
+        r1 = min(r1, n)
+        per_row = later[r0:r1]
+        i = torch.repeat_interleave(torch.arange(r0, r1, device=device), per_row)
+        step = torch.arange(i.numel(), device=device) - torch.repeat_interleave(torch.cumsum(per_row, 0) - per_row, per_row)
+        j = i + 1 + step
+        over = _overlap_rows(ordered.index_select(0, i)[:, None], ordered.index_select(0, j)[:, None], mode).view(-1) > threshold
+        first.append(i[over])
+        second.append(j[over])
+        done, r0 = int(pairs_to[r1 - 1]), r1
+    first, second = torch.cat(first), torch.cat(second)
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    for _ in range(n + 1):
+        suppressed = torch.zeros(n, dtype=torch.bool, device=device)
+        suppressed[second[keep[first]]] = True
+        if torch.equal(~suppressed, keep):
             break
-        keep = new_keep
-    return order[keep[gid, rank]]
+        keep = ~suppressed
+    return order[keep]
 
 
 # ---------------------------------------------------------------------------------- box algebra
@@ -342,12 +342,8 @@ def _candidates(prob: torch.Tensor, reg: torch.Tensor, scale: float, threshold: 
     jr = torch.where(single, prob.shape[3] - 1 - j, j)
     score = prob[img, 1, i, j].double()
     offsets = reg[img, :, i, jr].double()
-    col, row = j.double(), i.double()
-    boxes = torch.stack((
-        torch.trunc((PNET_STRIDE * col + 1) / scale), torch.trunc((PNET_STRIDE * row + 1) / scale),
-        torch.trunc((PNET_STRIDE * col + PNET_CELL) / scale), torch.trunc((PNET_STRIDE * row + PNET_CELL) / scale),
-    ), dim=1)
-    return boxes, score, offsets, img
+    corner = torch.stack((j, i, j, i), dim=1).double() * PNET_STRIDE + _CELL_CORNERS.to(prob.device)
+    return torch.trunc(corner / scale), score, offsets, img
 
 
 def _integral_uint8(images: torch.Tensor) -> bool:
