@@ -198,19 +198,20 @@ def _accumulate_block(src: torch.Tensor, taps: TapTable, out: torch.Tensor) -> N
         # one op converts and multiplies (uint8 x float32 promotes to float32: the same products)
         terms = torch.mul(src.index_select(0, taps.index[at: at + rows]), taps.weight[at: at + rows])
         at += rows
-        row = 0
-        for u in range(t, t1):
+        for u, term in zip(range(t, t1), terms.split(counts[t:t1]) if t1 > t + 1 else (terms,)):
             n, going_on = counts[u], counts[u + 1]
-            term = terms[row: row + n]
-            row += n
+            # (slices only where some outputs have no more taps: they were most of the calls)
             if acc is None:  # the first tap covers every output
                 acc = term
                 if going_on < n:
-                    out[going_on:n].copy_(term[going_on:])
-                continue
-            if going_on:
+                    out[going_on:].copy_(term[going_on:])
+            elif going_on == n:  # no output completes here
+                (acc if n == counts[0] else acc[:n]).add_(term)
+            elif going_on == 0:  # the rest complete here
+                whole = n == counts[0]
+                torch.add(acc if whole else acc[:n], term, out=out if whole else out[:n])
+            else:
                 acc[:going_on].add_(term[:going_on])
-            if going_on < n:
                 torch.add(acc[going_on:n], term[going_on:], out=out[going_on:n])
         t = t1
 
