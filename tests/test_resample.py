@@ -132,8 +132,8 @@ def test_crop_resize_area_matches_cv2_on_padded_patches(kind, size):
     """Many patches at once (boxes partly or wholly outside the image, shrunk, enlarged, at
     integer ratios), each identical to cv2.resize of the zero-padded float64 patch -- on images
     holding uint8 values (the prefix-sum path: a uint8 tensor with the channels' sums packed into
-    one int64, a float one with an int32 sum per channel, as for images over 8224 px wide) and on
-    fractional ones (OpenCV's taps, literally)."""
+    one int64, a float one with an int32 sum per channel, as for boxes with runs over 128 px) and
+    on fractional ones (OpenCV's taps, literally)."""
     from facenet_tf2pt.models.detection.crop_resize import _RowSums, crop_resize_area
 
     integral = kind != "fractional"
