@@ -56,6 +56,7 @@ def _scales(src: int, dst: int) -> tuple[float, float]:
     return inv, 1.0 / inv
 
 
+@lru_cache(maxsize=8192)  # asked twice per candidate crop
 def _integer_scale(src: int, dst: int) -> int | None:
     """The integer ratio when OpenCV's ``is_area_fast`` test holds for this axis."""
     _, scale = _scales(src, dst)
