@@ -300,6 +300,27 @@ def test_batched_nms_is_greedy_nms(n, groups, threshold, mode, seed):
     assert keep.tolist() == greedy_nms(boxes, scores, g, threshold, mode)
 
 
+def test_pnet_packed_levels_equal_each_level_alone(astronaut):
+    """Small pyramid levels packed side by side into one P-Net call give each level's maps as P-Net
+    on the level alone (to float32 rounding), for every parity of height and width (the pool
+    edges the packing must fix), on a batch of two real photos' levels."""
+    from facenet_tf2pt.models.detection.detect import _pnet_input, _pnet_packed
+    from facenet_tf2pt.models.detection.resample import resize_area
+
+    pnet = load_net("pnet")
+    photo = torch.from_numpy(np.ascontiguousarray(astronaut)).permute(2, 0, 1)
+    photos = torch.stack([photo, photo.flip(2)])
+    sizes = [(40, 40), (33, 47), (28, 21), (17, 17), (12, 13), (13, 12), (12, 12)]
+    levels = [resize_area(photos, size, "u8") for size in sizes]
+    with torch.inference_mode():
+        packed = _pnet_packed(pnet, levels)
+        for size, level, (reg, prob) in zip(sizes, levels, packed, strict=True):
+            alone_reg, alone_prob = pnet(_pnet_input(level))
+            assert reg.shape == alone_reg.shape and prob.shape == alone_prob.shape, size
+            torch.testing.assert_close(reg, alone_reg, rtol=0, atol=1e-6, msg=str(size))
+            torch.testing.assert_close(prob, alone_prob, rtol=0, atol=1e-6, msg=str(size))
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 100])
 def test_batched_nms_in_small_chunks_is_greedy_nms(monkeypatch, chunk):
     """The same-group pairs compared in chunks (a chunk of one box's pairs, of a few, or of many

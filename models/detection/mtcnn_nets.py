@@ -83,13 +83,22 @@ class _PaddedFirstLayers:
             cached = self.__dict__["_padded_cache"] = (key, padded)
         return cached[1]
 
-    def _first_block(self, x: torch.Tensor) -> torch.Tensor:
-        """conv2(pool1(prelu1(conv1(x)))): the plain layers when gradients are wanted
-        (differentiable), else the padded weights."""
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-            return self.conv2(self.pool1(self.prelu1(self.conv1(x))))
-        w1, b1, a1, w2 = self._first_layers_padded()
-        return F.conv2d(self.pool1(F.prelu(F.conv2d(x, w1, b1), a1)), w2, self.conv2.bias)
+    def _wants_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """prelu1(conv1(x)): the plain layers when gradients are wanted (differentiable), else
+        the padded weights."""
+        if self._wants_grad():
+            return self.prelu1(self.conv1(x))
+        w1, b1, a1, _ = self._first_layers_padded()
+        return F.prelu(F.conv2d(x, w1, b1), a1)
+
+    def _conv2(self, x: torch.Tensor) -> torch.Tensor:
+        """conv2 on pooled ``_stem`` maps (padded channels included at inference)."""
+        if self._wants_grad():
+            return self.conv2(x)
+        return F.conv2d(x, self._first_layers_padded()[3], self.conv2.bias)
 
 
 class PNet(_PaddedFirstLayers, nn.Module):
@@ -114,7 +123,17 @@ class PNet(_PaddedFirstLayers, nn.Module):
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.prelu2(self._first_block(x))
+        return self.tail(self.stem(x))
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass up to pool1: prelu1(conv1(x)). ``tail(stem(x))`` is ``forward(x)``;
+        between them a caller may fix the maps' edges before pooling (several pyramid levels
+        packed into one input: models/detection/detect.py)."""
+        return self._stem(x)
+
+    def tail(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass from pool1 on: (reg, prob) of ``stem``'s maps."""
+        x = self.prelu2(self._conv2(self.pool1(x)))
         x = self.prelu3(self.conv3(x))
         prob = F.softmax(self.conv4_1(x), dim=1)
         reg = self.conv4_2(x)
@@ -142,7 +161,7 @@ class RNet(_PaddedFirstLayers, nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool2(self.prelu2(self._first_block(x)))
+        x = self.pool2(self.prelu2(self._conv2(self.pool1(self._stem(x)))))
         x = self.prelu3(self.conv3(x))
         x = self.prelu4(self.dense4(_flatten_whc(x)))
         prob = F.softmax(self.dense5_1(x), dim=1)
