@@ -213,3 +213,16 @@ def test_packed_row_sums_hold_on_wide_frames_and_long_runs_use_the_unpacked_ones
     assert sums.packed and sums.for_runs(128) is sums and not sums.for_runs(129).packed
     with pytest.raises(ValueError, match="at most 4"):
         _RowSums(torch.zeros((1, 5, 2, 2), dtype=torch.uint8), packed=True)
+
+
+def test_pyramid_stays_on_the_input_device():
+    """Every tensor of a pyramid (its cached tap tables included) follows the input's device: on
+    PyTorch's meta device (shapes only, available everywhere) a tensor left on the CPU raises, as
+    it would on CUDA. Whole-number, shared-pass and single levels, uint8 and float64."""
+    from facenet_tf2pt.models.detection.detect import pyramid_scales
+
+    for h, w, depth in [(600, 900, "u8"), (1500, 2000, "u8"), (120, 90, "f64")]:
+        x = torch.zeros(2, 3, h, w, dtype=torch.uint8 if depth == "u8" else torch.float64, device="meta")
+        sizes = [(int(np.ceil(h * s)), int(np.ceil(w * s))) for s in pyramid_scales(h, w, 20, 0.709)]
+        for size, level in zip(sizes, resize_area_levels(x, sizes, depth), strict=True):
+            assert level.device.type == "meta" and level.shape == (2, 3, *size)

@@ -139,6 +139,12 @@ class TapTable:
     def __init__(self, index: torch.Tensor, weight: torch.Tensor, counts: tuple[int, ...]):
         self.index, self.weight, self.counts = index, weight, counts
 
+    def to(self, device) -> "TapTable":
+        """This table on ``device`` (the cached tables are built on the CPU)."""
+        if self.index.device == torch.device(device):
+            return self
+        return TapTable(self.index.to(device), self.weight.to(device), self.counts)
+
     @staticmethod
     @lru_cache(maxsize=256)
     def stacked(specs: tuple[tuple, ...], dtype, planes: int = 1, stride: int = 0) -> tuple["TapTable", tuple[int, ...]]:
@@ -175,6 +181,7 @@ def _accumulate_rows(src: torch.Tensor, taps: TapTable, transposed: bool = False
     stays in the CPU cache; an output's last add writes into the result (transposed there while
     the block is in cache: a transpose of the whole result afterwards cost as much as the taps)."""
     dst, width = taps.counts[0], src.shape[1]
+    taps = taps.to(src.device)
     block = max(1, _GATHER_ELEMENTS // dst)
     out = torch.empty((width, dst) if transposed else (dst, width), dtype=taps.weight.dtype, device=src.device)
     for f0 in range(0, width, block):
