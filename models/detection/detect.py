@@ -401,7 +401,10 @@ def _stage1(images, pnet, min_face_size, threshold, factor, depth):
         if img.numel():
             found.append((boxes, score, offsets, img, torch.full_like(img, si)))
 
-    small = []  # (scale index, level): the pyramid's top, packed into one P-Net call
+    # (scale index, level) of the pyramid's top (levels shrink: the small ones come last, so the
+    # candidates stay in scale order), packed into one P-Net call; a P-Net without stem / tail
+    # (another implementation) runs level by level
+    small = []
     for si, level in enumerate(resize_area_levels(images, sizes, depth)):
         if level.shape[2] * level.shape[3] * n > PNET_PACK_PIXELS or not hasattr(pnet, "stem"):
             take(si, *_pnet_in_chunks(pnet, level))
