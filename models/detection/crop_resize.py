@@ -268,16 +268,17 @@ def crop_source(images: torch.Tensor, integral: bool) -> _RowSums | _Pixels:
 MERGE_READS = 8000
 
 
-def _merge_groups(groups: dict[tuple, list[int]], hs: list[int], positions: int) -> dict[tuple, list[int]]:
+def _merge_groups(groups: dict[tuple, list[int]], hs: list[int], size: int) -> dict[tuple, list[int]]:
     """Consecutive height buckets of the prefix-sum path (same enlarging flag) joined while padding
-    the members so far to the next bucket's height costs fewer prefix-sum reads (``positions``
-    per row) than ``MERGE_READS``: a few patches spread over many buckets, as O-Net's, take one
-    or two groups instead of one per bucket."""
+    the members so far to the next bucket's height costs fewer prefix-sum reads (a row reads
+    ``column_bounds``' 2 * size + 2 positions, 4 * size enlarging) than ``MERGE_READS``: a few
+    patches spread over many buckets, as O-Net's, take one or two groups instead of one per bucket."""
     out = {k: v for k, v in groups.items() if k[0] != "taps"}
     current, key_now, tallest = None, None, 0
     for key in sorted((k for k in groups if k[0] == "taps"), key=lambda k: (k[2], k[1])):
         members = groups[key]
         top = max(hs[i] for i in members)
+        positions = 4 * size if key[2] else 2 * size + 2
         if current is not None and key_now[2] == key[2] and len(current) * (top - tallest) * positions < MERGE_READS:
             current += members
             tallest = top
@@ -319,7 +320,7 @@ def crop_resize_area(images: torch.Tensor, image_index: torch.Tensor, top: torch
             key = ("taps", h < size or w < size, int(3 * math.log2(max(h, w))))
         groups.setdefault(key, []).append(i)
     if integral:
-        groups = _merge_groups(groups, hs, 2 * size + 2)
+        groups = _merge_groups(groups, hs, size)
     for key, members in groups.items():
         sel = torch.tensor(members, dtype=torch.long, device=images.device)
         img, t, l = image_index[sel], top[sel], left[sel]

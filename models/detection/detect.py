@@ -46,7 +46,7 @@ PNET_CELL = 12
 # 0.60 ms packed
 PNET_PACK_PIXELS = 1 << 13
 _CELL_CORNERS = torch.tensor([1.0, 1.0, PNET_CELL, PNET_CELL], dtype=torch.float64)  # a cell's (x1, y1, x2, y2)
-_NMS_CHUNK_ELEMENTS = 1 << 20  # bounds NMS's temporaries (elements per row chunk)
+_NMS_CHUNK_ELEMENTS = 1 << 20  # bounds NMS's temporaries (box pairs compared per chunk)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
